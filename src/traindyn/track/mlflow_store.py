@@ -1,0 +1,217 @@
+"""The one place that talks to MLflow: the store, the invocation's parent run, each job's run."""
+
+from __future__ import annotations
+
+import fcntl
+import functools
+import json
+import math
+import os
+import subprocess
+import time
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Iterator
+
+from ..config import TrackingConfig
+
+__all__ = ["PARENT_ENV", "JobRun", "end_invocation", "init_store", "job_run", "start_invocation"]
+
+PARENT_ENV = "TRAINDYN_MLFLOW_PARENT"
+_RETRIES = 8
+
+
+def _client(uri: str):
+    from mlflow.tracking import MlflowClient  # slow import: only where tracking happens
+
+    return MlflowClient(tracking_uri=uri)
+
+
+def _retry(fn, *args, **kwargs):
+    # SQLite serialises writers; parallel jobs may see "database is locked" for a moment.
+    for attempt in range(_RETRIES):
+        try:
+            return fn(*args, **kwargs)
+        except Exception as err:  # noqa: BLE001 - MLflow wraps sqlite errors in several types
+            transient = "locked" in str(err) or "busy" in str(err).lower()
+            if not transient or attempt == _RETRIES - 1:
+                raise
+            time.sleep(0.2 * 2**attempt)
+
+
+def _sqlite_path(uri: str) -> Path | None:
+    return Path(uri.removeprefix("sqlite:///")) if uri.startswith("sqlite:///") else None
+
+
+@functools.cache
+def git_commit() -> str:
+    """Return the commit of the traindyn checkout (``+dirty`` if modified), or ``unknown``."""
+    root = Path(__file__).resolve().parents[3]
+    try:
+        head = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True,
+                              text=True, check=True, timeout=10).stdout.strip()  # fmt: skip
+        dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
+                               capture_output=True, text=True, timeout=10).stdout.strip()  # fmt: skip
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return head + ("+dirty" if dirty else "")
+
+
+def _experiment_id(client, cfg: TrackingConfig) -> str:
+    exp = _retry(client.get_experiment_by_name, cfg.experiment)
+    if exp is not None:
+        return exp.experiment_id
+    location = None
+    if _sqlite_path(cfg.uri) is not None:
+        location = Path(cfg.artifact_root).resolve().as_uri()
+    try:
+        return _retry(client.create_experiment, cfg.experiment, artifact_location=location)
+    except Exception:  # noqa: BLE001 - lost a creation race: the experiment exists now
+        return _retry(client.get_experiment_by_name, cfg.experiment).experiment_id
+
+
+def init_store(cfg: TrackingConfig) -> str | None:
+    """Create the tracking store and experiment once, before parallel jobs start.
+
+    MLflow 3 races when several processes create a sqlite store at once, so creation
+    happens under an exclusive file lock beside the database.
+
+    Returns:
+        The experiment id, or None when tracking is disabled.
+    """
+    if not cfg.enabled:
+        return None
+    db = _sqlite_path(cfg.uri)
+    if db is None:
+        return _experiment_id(_client(cfg.uri), cfg)
+    db.parent.mkdir(parents=True, exist_ok=True)
+    Path(cfg.artifact_root).mkdir(parents=True, exist_ok=True)
+    with open(db.with_name(db.name + ".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            return _experiment_id(_client(cfg.uri), cfg)
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def start_invocation(cfg: TrackingConfig, name: str, tags: dict[str, str]) -> str | None:
+    """Open the parent run of one Snakemake invocation and export its id to child jobs."""
+    if not cfg.enabled:
+        return None
+    exp = init_store(cfg)
+    client = _client(cfg.uri)
+    run = _retry(client.create_run, exp, run_name=name,
+                 tags={"traindyn.kind": "invocation", "git_commit": git_commit(), **tags})  # fmt: skip
+    os.environ[PARENT_ENV] = run.info.run_id
+    return run.info.run_id
+
+
+def end_invocation(cfg: TrackingConfig, run_id: str | None, ok: bool) -> None:
+    """Close the parent run with FINISHED or FAILED."""
+    if cfg.enabled and run_id:
+        _retry(_client(cfg.uri).set_terminated, run_id, "FINISHED" if ok else "FAILED")
+
+
+def _flatten(prefix: str, value: Any, out: dict[str, str]) -> None:
+    if isinstance(value, dict):
+        for k, v in value.items():
+            _flatten(f"{prefix}.{k}" if prefix else str(k), v, out)
+    else:
+        out[prefix] = json.dumps(value) if isinstance(value, list | tuple) else str(value)
+
+
+class JobRun:
+    """A job's MLflow run: params, metrics, tags and artifacts go through here."""
+
+    def __init__(self, client, run_id: str | None):
+        self._client = client
+        self.run_id = run_id
+
+    def log_params(self, params: dict[str, Any]) -> None:
+        """Log (nested) params, flattened to dotted keys."""
+        if self.run_id is None:
+            return
+        from mlflow.entities import Param
+
+        flat: dict[str, str] = {}
+        _flatten("", params, flat)
+        items = [Param(k, v[:6000]) for k, v in flat.items()]
+        for i in range(0, len(items), 100):
+            _retry(self._client.log_batch, self.run_id, params=items[i : i + 100])
+
+    def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
+        """Log scalar metrics at ``step`` (non-finite values are skipped: they are not data)."""
+        self.log_metric_rows([(k, v, step or 0) for k, v in metrics.items()])
+
+    def log_metric_rows(self, rows: list[tuple[str, float, int]]) -> None:
+        """Log many ``(key, value, step)`` rows in batched transactions."""
+        if self.run_id is None:
+            return
+        from mlflow.entities import Metric
+
+        now = int(time.time() * 1000)
+        items = [Metric(k, float(v), now, int(s)) for k, v, s in rows
+                 if v is not None and math.isfinite(float(v))]  # fmt: skip
+        for i in range(0, len(items), 1000):
+            _retry(self._client.log_batch, self.run_id, metrics=items[i : i + 1000])
+
+    def set_tags(self, tags: dict[str, Any]) -> None:
+        """Set string tags on the run."""
+        if self.run_id is None:
+            return
+        from mlflow.entities import RunTag
+
+        _retry(self._client.log_batch, self.run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])
+
+    def log_artifact(self, path: str | Path, artifact_path: str | None = None) -> None:
+        """Copy a file (or a folder's files) into the run's artifacts."""
+        if self.run_id is None:
+            return
+        path = Path(path)
+        if path.is_dir():
+            _retry(self._client.log_artifacts, self.run_id, str(path), artifact_path)
+        elif path.is_file():
+            _retry(self._client.log_artifact, self.run_id, str(path), artifact_path)
+
+
+@contextmanager
+def job_run(cfg: TrackingConfig, stage: str, name: str, tags: dict[str, Any],
+            config_hash: str) -> Iterator[JobRun]:  # fmt: skip
+    """Open one job's MLflow run, child of the invocation's run when there is one.
+
+    Args:
+        cfg: The ``tracking`` section.
+        stage: The CLI subcommand (= the Snakemake rule's stage).
+        name: The readable name of the job (run id, dataset or figure name).
+        tags: Identifying arguments of the job (the rule's wildcards).
+        config_hash: Hash of the resolved configuration.
+
+    Yields:
+        The job's run; it ends FINISHED, or FAILED if the body raised.
+    """
+    if not cfg.enabled:
+        yield JobRun(None, None)
+        return
+    client = _client(cfg.uri)
+    exp = _experiment_id(client, cfg)
+    all_tags = {
+        "traindyn.kind": "job",
+        "rule": os.environ.get("TRAINDYN_RULE", stage),
+        "stage": stage,
+        "run_id": name,
+        "wildcards": json.dumps(tags, sort_keys=True),
+        "config_hash": config_hash,
+        "git_commit": git_commit(),
+        **{f"wildcard.{k}": str(v) for k, v in tags.items()},
+    }
+    parent = os.environ.get(PARENT_ENV)
+    if parent:
+        all_tags["mlflow.parentRunId"] = parent
+    run = _retry(client.create_run, exp, run_name=f"{stage}:{name}", tags=all_tags)
+    job = JobRun(client, run.info.run_id)
+    try:
+        yield job
+    except BaseException:
+        _retry(client.set_terminated, job.run_id, "FAILED")
+        raise
+    _retry(client.set_terminated, job.run_id, "FINISHED")

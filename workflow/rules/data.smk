@@ -1,0 +1,20 @@
+# Data stage: one job per dataset -> results/data/{dataset}/ (tensors, manifest, tables).
+DATASETS = config["data"]["datasets"]
+
+
+# Prepare one dataset: deterministic splits, manifest.json with checksums, overview tables.
+rule data:
+    output:
+        dir=directory("results/data/{dataset}"),
+    log:
+        log_of("data", "{dataset}"),
+    conda:
+        ENV
+    threads: 1
+    resources:
+        mem_mb=4000,
+        runtime=20,
+    wildcard_constraints:
+        dataset="|".join(DATASETS),
+    shell:
+        "traindyn data {CONFIG_ARGS} --dataset {wildcards.dataset} --out {output.dir} > {log} 2>&1"
