@@ -1,9 +1,10 @@
 # traindyn: `snakemake --cores all` rebuilds every figure from real data.
 # The rules live in workflow/rules/ (one file per stage); config.yaml holds the CPU-scale
 # experiment matrix, validated against workflow/schemas/config.schema.yaml before any job.
+import os
 
 
-configfile: "config.yaml"
+configfile: os.path.join(workflow.basedir, "config.yaml")
 
 
 include: "workflow/rules/common.smk"

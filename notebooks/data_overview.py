@@ -74,7 +74,7 @@ def image_overview(name):
     per_class = sm.groupby("label").head(4)
     fig = plt.figure(figsize=(11, 4.2))
     grid = fig.add_gridspec(4, len(classes) + 6)
-    for col, (label, group) in enumerate(per_class.groupby("label")):
+    for col, (_, group) in enumerate(per_class.groupby("label")):
         for row, (_, s) in enumerate(group.iterrows()):
             ax = fig.add_subplot(grid[row, col])
             img = np.asarray(s["pixels"]).reshape(s["channels"], s["height"], s["width"])

@@ -20,21 +20,40 @@ def _validated(raw):
 # Validate before any job; defaults come only from the schema.
 config.update(_validated(dict(config)))
 
-# Jobs read the merged, validated config from a content-addressed file, so the same command
-# reruns a job by hand and a changed config never rewrites a file another job is reading.
+# Jobs read the merged, validated config from one file, rewritten only when it changes. Rules
+# take it as an ancient() input (its mtime triggers nothing) and list the config sections they
+# use as params, so a change reruns exactly the jobs it affects.
 CONFIG_HASH = config_hash(config)
-RESOLVED_CONFIG = f"results/config/resolved-{CONFIG_HASH}.yaml"
-if not Path(RESOLVED_CONFIG).exists():
+RESOLVED_CONFIG = "results/config/resolved.yaml"
+_text = yaml.safe_dump(config, sort_keys=True)
+if not Path(RESOLVED_CONFIG).exists() or Path(RESOLVED_CONFIG).read_text() != _text:
     Path(RESOLVED_CONFIG).parent.mkdir(parents=True, exist_ok=True)
     _tmp = Path(f"{RESOLVED_CONFIG}.tmp-{os.getpid()}")
-    _tmp.write_text(yaml.safe_dump(config, sort_keys=True))
+    _tmp.write_text(_text)
     _tmp.replace(RESOLVED_CONFIG)
+
+
+envvars:
+    "PATH",
+
 
 # The `traindyn` of the Python running Snakemake, unless a conda env puts its own first.
 if shutil.which("traindyn") is None:
-    os.environ["PATH"] = os.path.dirname(sys.executable) + os.pathsep + os.environ["PATH"]
-CONFIG_ARGS = f"--config {RESOLVED_CONFIG}"
+    os.environ["PATH"] = (
+        os.path.dirname(sys.executable) + os.pathsep + os.environ["PATH"]
+    )
 ENV = "../envs/traindyn.yaml"
+REPO = Path(workflow.basedir)
+
+
+def notebook(name):
+    """The source of figure notebook ``name`` (absolute: the working directory may differ)."""
+    return str(REPO / "notebooks" / f"{name}.py")
+
+
+def figure_files(stem):
+    """The files of one figure in every configured format."""
+    return [f"results/figures/{stem}.{fmt}" for fmt in config["figures"]["formats"]]
 
 
 def log_of(stage, name):
@@ -50,7 +69,10 @@ onstart:
     INVOCATION = start_invocation(
         _cfg.tracking,
         name=f"snakemake:{CONFIG_HASH}",
-        tags={"config_hash": CONFIG_HASH, "targets": " ".join(map(str, workflow.dag.targetfiles))},
+        tags={
+            "config_hash": CONFIG_HASH,
+            "targets": " ".join(map(str, workflow.dag.targetfiles)),
+        },
     )
 
 
@@ -58,11 +80,15 @@ onsuccess:
     from traindyn.config import Config
     from traindyn.track import PARENT_ENV, end_invocation
 
-    end_invocation(Config.from_dict(config).tracking, os.environ.get(PARENT_ENV), ok=True)
+    end_invocation(
+        Config.from_dict(config).tracking, os.environ.get(PARENT_ENV), ok=True
+    )
 
 
 onerror:
     from traindyn.config import Config
     from traindyn.track import PARENT_ENV, end_invocation
 
-    end_invocation(Config.from_dict(config).tracking, os.environ.get(PARENT_ENV), ok=False)
+    end_invocation(
+        Config.from_dict(config).tracking, os.environ.get(PARENT_ENV), ok=False
+    )

@@ -1,27 +1,30 @@
 # Figure stage: papermill executes a notebook per figure group on tables the pipeline wrote.
-FIGURE_FORMATS = config["figures"]["formats"]
-
-
-def figure_files(stem):
-    """The files of one figure in every configured format."""
-    return [f"results/figures/{stem}.{fmt}" for fmt in FIGURE_FORMATS]
-
-
 DATA_FIGURES = ["data_overview_splits"] + [f"data_overview_{d}" for d in DATASETS]
 
 
 # Dataset overview: samples or text excerpt, class/character frequencies, split sizes.
 rule figure_data_overview:
     input:
+        config=ancient(RESOLVED_CONFIG),
         data=expand(rules.data.output.dir, dataset=DATASETS),
-        notebook="notebooks/data_overview.py",
+        notebook=notebook("data_overview"),
     output:
         figures=report(
-            [f for stem in DATA_FIGURES for f in figure_files(stem) if f.endswith(".png")],
+            [
+                f
+                for stem in DATA_FIGURES
+                for f in figure_files(stem)
+                if f.endswith(".png")
+            ],
             caption="../report/data_overview.rst",
             category="Data",
         ),
-        other=[f for stem in DATA_FIGURES for f in figure_files(stem) if not f.endswith(".png")],
+        other=[
+            f
+            for stem in DATA_FIGURES
+            for f in figure_files(stem)
+            if not f.endswith(".png")
+        ],
         notebook="results/notebooks/data_overview.ipynb",
     log:
         log_of("figure", "data_overview"),
@@ -29,9 +32,10 @@ rule figure_data_overview:
         ENV
     threads: 1
     params:
+        figures=config["figures"],
         data_dirs=lambda wildcards, input: "[" + ", ".join(input.data) + "]",
     shell:
-        "traindyn figure {CONFIG_ARGS} {input.notebook} --executed {output.notebook} "
+        "traindyn figure --config {input.config} {input.notebook} --executed {output.notebook} "
         "-p 'data_dirs={params.data_dirs}' > {log} 2>&1"
 
 

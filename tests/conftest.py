@@ -1,0 +1,32 @@
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _one_thread():
+    import torch
+
+    torch.set_num_threads(1)
+
+
+@pytest.fixture
+def venv_env():
+    """Environment whose PATH finds this interpreter's traindyn and snakemake first."""
+    env = dict(os.environ)
+    env["PATH"] = os.path.dirname(sys.executable) + os.pathsep + env["PATH"]
+    return env
+
+
+def snakemake(args, cwd, env, timeout=900):
+    """Run snakemake on the repository's Snakefile in ``cwd``; return the CompletedProcess."""
+    exe = shutil.which("snakemake", path=env["PATH"])
+    cmd = [exe, "-s", str(ROOT / "Snakefile"), "--directory", str(cwd), *args]
+    return subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)

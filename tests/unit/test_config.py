@@ -1,0 +1,89 @@
+from dataclasses import fields
+from pathlib import Path
+
+import pytest
+import yaml
+
+from traindyn import config as C
+
+ROOT = Path(__file__).resolve().parents[2]
+CONFIG_FILES = sorted([ROOT / "config.yaml", *ROOT.glob("config/*.yaml"), *ROOT.glob("tests/configs/*.yaml")])
+
+
+def test_defaults_fill_an_empty_config():
+    cfg = C.load_config([])
+    assert cfg.data.split_seed == 0
+    assert cfg.tracking.uri.startswith("sqlite:///")
+
+
+@pytest.mark.parametrize("path", CONFIG_FILES, ids=lambda p: p.name)
+def test_every_config_file_validates_as_overlay_on_the_default(path):
+    files = [ROOT / "config.yaml"] + ([] if path.name == "config.yaml" else [path])
+    C.load_config(files)
+
+
+def test_every_schema_section_matches_its_dataclass():
+    # Defaults live only in the schema; the typed views must list exactly its keys.
+    sch = C.schema()["properties"]
+    for section, cls in [("tracking", C.TrackingConfig), ("data", C.DataConfig), ("figures", C.FiguresConfig)]:
+        assert set(sch[section]["properties"]) == {f.name for f in fields(cls)}, section
+
+
+def _walk(node, path=""):
+    yield path, node
+    for key, prop in node.get("properties", {}).items():
+        yield from _walk(prop, f"{path}.{key}".strip("."))
+
+
+def test_every_schema_key_has_type_default_and_description():
+    for path, node in _walk(C.schema()):
+        if not path:
+            continue
+        assert "description" in node, path
+        assert "default" in node, path
+        if node.get("type") == "object":
+            assert node.get("additionalProperties") is False, path
+
+
+def test_unknown_key_wrong_type_and_range_are_reported_together():
+    with pytest.raises(C.ConfigError) as err:
+        C.load_config([], ["data.split_sed=1", "figures.dpi=high", "data.val_fraction=0.9"])
+    text = str(err.value)
+    assert "split_sed" in text and "allowed keys" in text
+    assert "figures.dpi" in text
+    assert "data.val_fraction" in text
+    assert len(err.value.problems) == 3
+
+
+def test_unknown_dataset_names_the_allowed_ones():
+    with pytest.raises(C.ConfigError, match="cifar100.*not one of"):
+        C.load_config([], ["data.datasets=[mnist, cifar100]"])
+
+
+def test_cifar10_without_directory_is_an_error():
+    with pytest.raises(C.ConfigError, match="cifar10_dir"):
+        C.load_config([], ["data.datasets=[cifar10]"])
+
+
+def test_overlay_merges_deeply(tmp_path):
+    over = tmp_path / "over.yaml"
+    over.write_text(yaml.safe_dump({"data": {"split_seed": 3}}))
+    cfg = C.load_config([ROOT / "config.yaml", over])
+    assert cfg.data.split_seed == 3
+    assert cfg.data.fashion_mnist_dir == "/usr/share/datasets/fashion-mnist"
+
+
+def test_missing_config_file_is_named(tmp_path):
+    with pytest.raises(C.ConfigError, match="nope.yaml"):
+        C.load_config([tmp_path / "nope.yaml"])
+
+
+def test_bad_override_syntax():
+    with pytest.raises(C.ConfigError, match="key.subkey=value"):
+        C.load_config([], ["data.split_seed"])
+
+
+def test_hash_is_stable_and_sensitive():
+    a = C.load_config([]).hash
+    assert a == C.load_config([]).hash
+    assert a != C.load_config([], ["data.split_seed=1"]).hash

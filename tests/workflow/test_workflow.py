@@ -1,0 +1,84 @@
+"""The workflow as code: lint, format, dry run on every config, and the tiny end-to-end DAG."""
+
+import json
+import shutil
+import subprocess
+import sys
+import time
+
+import pytest
+import yaml
+from conftest import ROOT, snakemake
+
+
+def test_ruff_is_clean():
+    ruff = shutil.which("ruff", path=str(__import__("pathlib").Path(sys.executable).parent))
+    out = subprocess.run([ruff, "check", "src", "tests", "benchmarks", "notebooks"], cwd=ROOT,
+                         capture_output=True, text=True)
+    assert out.returncode == 0, out.stdout + out.stderr
+
+
+def test_snakefmt_is_clean():
+    exe = shutil.which("snakefmt", path=str(__import__("pathlib").Path(sys.executable).parent))
+    out = subprocess.run([exe, "--check", "Snakefile", "workflow/rules"], cwd=ROOT, capture_output=True, text=True)
+    assert out.returncode == 0, out.stdout + out.stderr
+
+
+def test_snakemake_lint(tmp_path, venv_env):
+    out = snakemake(["--lint"], tmp_path, venv_env)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "Lints for" not in out.stdout + out.stderr, out.stdout + out.stderr
+
+
+def test_dry_run_of_default_config_is_fast(tmp_path, venv_env):
+    start = time.perf_counter()
+    out = snakemake(["-n", "--cores", "2"], tmp_path, venv_env)
+    elapsed = time.perf_counter() - start
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "figure_data_overview" in out.stdout
+    assert elapsed < 10, f"dry run took {elapsed:.1f}s"
+
+
+def test_dry_run_of_paper_overlay(tmp_path, venv_env):
+    out = snakemake(["-n", "--cores", "2", "--configfile", str(ROOT / "config/paper.yaml")], tmp_path, venv_env)
+    assert out.returncode == 0, out.stdout + out.stderr
+
+
+def test_bad_config_stops_before_any_job(tmp_path, venv_env):
+    out = snakemake(["-n", "--cores", "1", "--config", "data={split_sed: 1}"], tmp_path, venv_env)
+    assert out.returncode != 0
+    assert "data: unknown key(s) ['split_sed']" in out.stdout + out.stderr
+
+
+@pytest.mark.slow
+def test_tiny_dag_end_to_end(tmp_path, venv_env):
+    from mlflow.tracking import MlflowClient
+
+    args = ["--cores", "2", "--workflow-profile", str(ROOT / "workflow/profiles/local"),
+            "--configfile", str(ROOT / "tests/configs/tiny.yaml")]
+    out = snakemake(args, tmp_path, venv_env)
+    assert out.returncode == 0, out.stdout[-5000:] + out.stderr[-5000:]
+    tiny = yaml.safe_load((ROOT / "tests/configs/tiny.yaml").read_text())
+    results = tmp_path / "results"
+    for dataset in tiny["data"]["datasets"]:
+        manifest = json.loads((results / "data" / dataset / "manifest.json").read_text())
+        assert manifest["sizes"]["train"] <= 512 or manifest["kind"] == "text"
+        assert (results / "figures" / f"data_overview_{dataset}.png").stat().st_size > 10_000
+    assert (results / "notebooks/data_overview.ipynb").is_file()
+    # Every job is an MLflow child run of this invocation, FINISHED.
+    client = MlflowClient(f"sqlite:///{results}/mlflow.db")
+    exp = client.get_experiment_by_name("traindyn")
+    runs = client.search_runs([exp.experiment_id])
+    parents = [r for r in runs if r.data.tags.get("traindyn.kind") == "invocation"]
+    jobs = [r for r in runs if r.data.tags.get("traindyn.kind") == "job"]
+    assert len(parents) == 1 and parents[0].info.status == "FINISHED"
+    assert {r.data.tags["mlflow.parentRunId"] for r in jobs} == {parents[0].info.run_id}
+    assert all(r.info.status == "FINISHED" for r in jobs)
+    stages = sorted(r.data.tags["stage"] for r in jobs)
+    assert stages.count("data") == len(tiny["data"]["datasets"])
+    assert "figure" in stages
+    # A second invocation finds nothing to do.
+    start = time.perf_counter()
+    again = snakemake(args, tmp_path, venv_env)
+    assert again.returncode == 0 and "Nothing to be done" in again.stdout + again.stderr
+    assert time.perf_counter() - start < 10
