@@ -9,6 +9,7 @@ configfile: os.path.join(workflow.basedir, "config.yaml")
 
 include: "workflow/rules/common.smk"
 include: "workflow/rules/data.smk"
+include: "workflow/rules/scaling.smk"
 include: "workflow/rules/figures.smk"
 
 

@@ -184,6 +184,7 @@ class TrackingConfig:
     artifact_root: str
     experiment: str
     enabled: bool
+    defer: list[str]
 
 
 @dataclass(frozen=True)

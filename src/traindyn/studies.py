@@ -1,12 +1,54 @@
-"""The experiment grids: which runs each study has, and their readable ids."""
+"""The registry of studies: which runs each has (by readable id) and cross-key config checks."""
 
 from __future__ import annotations
 
+import difflib
 from typing import Any
 
-__all__ = ["cross_checks"]
+from .train.spec import RunSpec
+
+__all__ = ["STUDIES", "cross_checks", "run_spec", "study_runs"]
+
+STUDIES = ("scaling",)
+
+
+def study_runs(cfg: dict[str, Any], study: str) -> dict[str, RunSpec]:
+    """Every run of ``study`` in the resolved config, keyed by run id."""
+    if study == "scaling":
+        from .scaling.grid import scaling_runs
+
+        return scaling_runs(cfg["scaling"])
+    raise ValueError(f"unknown study {study!r}; choose one of {list(STUDIES)}")
+
+
+def run_spec(cfg: dict[str, Any], study: str, run: str) -> RunSpec:
+    """The spec of one run, found by its readable id.
+
+    Raises:
+        ValueError: If the config has no such run (naming the closest ids).
+    """
+    runs = study_runs(cfg, study)
+    if run not in runs:
+        close = difflib.get_close_matches(run, list(runs), n=3)
+        hint = f"; did you mean {close}?" if close else f"; the study has {len(runs)} runs"
+        raise ValueError(f"run {run!r} is not in study {study!r} of this config{hint}")
+    return runs[run]
 
 
 def cross_checks(cfg: dict[str, Any]) -> list[str]:
     """Return problems that span several keys of a resolved config (empty when fine)."""
-    return []
+    problems = []
+    sc = cfg.get("scaling", {})
+    if sc.get("enabled"):
+        if sc["dataset"] not in cfg["data"]["datasets"]:
+            problems.append(
+                f"scaling.dataset is {sc['dataset']!r} but data.datasets {cfg['data']['datasets']} "
+                "does not prepare it: add it to data.datasets"
+            )
+        ws = sc["width_sweep"]
+        if ws["enabled"] and ws["base_width"] > min(ws["widths"]):
+            problems.append(
+                f"scaling.width_sweep.base_width={ws['base_width']} exceeds the smallest width "
+                f"{min(ws['widths'])}: muP's base width must be one of the narrowest"
+            )
+    return problems

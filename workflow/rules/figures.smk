@@ -39,4 +39,52 @@ rule figure_data_overview:
         "-p 'data_dirs={params.data_dirs}' > {log} 2>&1"
 
 
-ALL_FIGURES = rules.figure_data_overview.output
+SCALING_FIGURES = ["scaling_coord_check"]
+if config["scaling"]["width_sweep"]["enabled"]:
+    SCALING_FIGURES.append("scaling_lr_width")
+if config["scaling"]["depth_sweep"]["enabled"]:
+    SCALING_FIGURES.append("scaling_lr_depth")
+
+
+# Scaling: loss vs LR per width (SP | NTK | muP) and per depth (alpha), coordinate check.
+rule figure_scaling_lr:
+    input:
+        config=ancient(RESOLVED_CONFIG),
+        runs=rules.aggregate_scaling.output.runs,
+        transfer=rules.aggregate_scaling.output.transfer,
+        summary=rules.aggregate_scaling.output.summary,
+        coord_check=rules.coordcheck_scaling.output.table,
+        notebook=notebook("scaling_lr"),
+    output:
+        figures=report(
+            [
+                f
+                for s in SCALING_FIGURES
+                for f in figure_files(s)
+                if f.endswith(".png")
+            ],
+            caption="../report/scaling_lr.rst",
+            category="Scaling",
+        ),
+        other=[
+            f
+            for s in SCALING_FIGURES
+            for f in figure_files(s)
+            if not f.endswith(".png")
+        ],
+        notebook="results/notebooks/scaling_lr.ipynb",
+    log:
+        log_of("figure", "scaling_lr"),
+    conda:
+        ENV
+    threads: 1
+    params:
+        figures=config["figures"],
+    shell:
+        "traindyn figure --config {input.config} {input.notebook} --executed {output.notebook} "
+        "-p analysis_dir=results/analysis/scaling > {log} 2>&1"
+
+
+ALL_FIGURES = [*rules.figure_data_overview.output]
+if config["scaling"]["enabled"]:
+    ALL_FIGURES += rules.figure_scaling_lr.output

@@ -8,12 +8,12 @@ import sys
 from pathlib import Path
 
 from ..config import Config, ConfigError, load_config
-from . import data, figure
+from . import aggregate, coordcheck, data, figure, train
 
 __all__ = ["main"]
 
 # Each subcommand module exposes NAME, HELP, EPILOG, add_arguments(parser) and run(args, cfg).
-SUBCOMMANDS = [data, figure]
+SUBCOMMANDS = [data, train, aggregate, coordcheck, figure]
 
 
 def _common(parser: argparse.ArgumentParser) -> None:
@@ -39,7 +39,7 @@ def build_parser() -> argparse.ArgumentParser:
                               formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
         module.add_arguments(sub)
         _common(sub)
-        sub.set_defaults(run=module.run)
+        sub.set_defaults(handler=module.run)
     return parser
 
 
@@ -70,7 +70,7 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(max(1, args.threads))
     os.environ.setdefault("OMP_NUM_THREADS", str(max(1, args.threads)))
     try:
-        return int(args.run(args, cfg) or 0)
+        return int(args.handler(args, cfg) or 0)
     except (ConfigError, FileNotFoundError, ValueError) as err:
         print(f"traindyn {args.stage}: error: {err}", file=sys.stderr)
         return 1

@@ -9,12 +9,14 @@ from .mlflow_store import (
     job_run,
     start_invocation,
 )
+from .records import import_records
 
 __all__ = [
     "PARENT_ENV",
     "JobRun",
     "end_invocation",
     "git_commit",
+    "import_records",
     "init_store",
     "job_run",
     "start_invocation",

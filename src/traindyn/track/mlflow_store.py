@@ -177,7 +177,7 @@ class JobRun:
 
 @contextmanager
 def job_run(cfg: TrackingConfig, stage: str, name: str, tags: dict[str, Any],
-            config_hash: str) -> Iterator[JobRun]:  # fmt: skip
+            config_hash: str, record_dir: str | Path | None = None) -> Iterator[JobRun]:  # fmt: skip
     """Open one job's MLflow run, child of the invocation's run when there is one.
 
     Args:
@@ -186,6 +186,8 @@ def job_run(cfg: TrackingConfig, stage: str, name: str, tags: dict[str, Any],
         name: The readable name of the job (run id, dataset or figure name).
         tags: Identifying arguments of the job (the rule's wildcards).
         config_hash: Hash of the resolved configuration.
+        record_dir: Where a deferred stage (``stage in cfg.defer``) writes its record
+            (``tracking.json``) instead of talking to MLflow; see ``import_records``.
 
     Yields:
         The job's run; it ends FINISHED, or FAILED if the body raised.
@@ -193,8 +195,6 @@ def job_run(cfg: TrackingConfig, stage: str, name: str, tags: dict[str, Any],
     if not cfg.enabled:
         yield JobRun(None, None)
         return
-    client = _client(cfg.uri)
-    exp = _experiment_id(client, cfg)
     all_tags = {
         "traindyn.kind": "job",
         "rule": os.environ.get("TRAINDYN_RULE", stage),
@@ -208,6 +208,19 @@ def job_run(cfg: TrackingConfig, stage: str, name: str, tags: dict[str, Any],
     parent = os.environ.get(PARENT_ENV)
     if parent:
         all_tags["mlflow.parentRunId"] = parent
+    if stage in cfg.defer and record_dir is not None:
+        from .records import RECORD, JobRecord
+
+        record = JobRecord(Path(record_dir) / RECORD, f"{stage}:{name}", all_tags)
+        try:
+            yield record
+        except BaseException:
+            record.save("FAILED")
+            raise
+        record.save("FINISHED")
+        return
+    client = _client(cfg.uri)
+    exp = _experiment_id(client, cfg)
     run = _retry(client.create_run, exp, run_name=f"{stage}:{name}", tags=all_tags)
     job = JobRun(client, run.info.run_id)
     try:

@@ -1,0 +1,48 @@
+"""`traindyn aggregate`: a study's runs -> tidy tables and summary.json; imports deferred tracking."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from ..config import Config
+
+NAME = "aggregate"
+HELP = "aggregate a study's finished runs into results/analysis/STUDY/ and import their tracking"
+EPILOG = """examples:
+  traindyn aggregate --study scaling
+"""
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add this stage's options."""
+    from ..studies import STUDIES
+
+    parser.add_argument("--study", required=True, choices=STUDIES)
+    parser.add_argument("--runs-dir", help="folder of the study's runs (default results/runs/STUDY)")
+    parser.add_argument("--out", help="output folder (default results/analysis/STUDY)")
+
+
+def run(args: argparse.Namespace, cfg: Config) -> int:
+    """Aggregate every run of the study that the config lists."""
+    from ..studies import study_runs
+    from ..track import import_records, job_run
+
+    runs_dir = Path(args.runs_dir or f"results/runs/{args.study}")
+    out = Path(args.out or f"results/analysis/{args.study}")
+    run_dirs = [runs_dir / r for r in study_runs(cfg.raw, args.study)]
+    missing = [str(d) for d in run_dirs if not (d / "final.json").is_file()]
+    if missing:
+        raise FileNotFoundError(f"{len(missing)} runs are not finished, e.g. {missing[:3]}: "
+                                "train them first (snakemake does)")  # fmt: skip
+    with job_run(cfg.tracking, NAME, args.study, {"study": args.study}, cfg.hash) as job:
+        imported = import_records(cfg.tracking, [d / "tracking.json" for d in run_dirs])
+        if args.study == "scaling":
+            from ..scaling import aggregate_scaling
+
+            summary = aggregate_scaling(run_dirs, out)
+        job.log_metrics({"runs": len(run_dirs), "tracking_records_imported": imported})
+        job.log_artifact(out / "summary.json")
+    print(f"{args.study}: {len(run_dirs)} runs, {imported} tracking records imported -> {out}")
+    print({k: v for k, v in summary.items() if not isinstance(v, dict)})
+    return 0

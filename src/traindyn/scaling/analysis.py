@@ -1,0 +1,140 @@
+"""Aggregation of the scaling study: per-run table, LR-transfer fits, summary.json."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+__all__ = ["aggregate_scaling", "ci95", "fit_optimum"]
+
+
+def ci95(values: list[float]) -> dict[str, float | int | None]:
+    """Mean and 95% t-interval half-width over seeds (None where undefined)."""
+    from scipy import stats
+
+    v = np.asarray([x for x in values if x is not None and math.isfinite(x)], dtype=float)
+    if len(v) == 0:
+        return {"mean": None, "ci95": None, "n": 0}
+    if len(v) == 1:
+        return {"mean": float(v[0]), "ci95": None, "n": 1}
+    half = stats.t.ppf(0.975, len(v) - 1) * v.std(ddof=1) / math.sqrt(len(v))
+    return {"mean": float(v.mean()), "ci95": float(half), "n": int(len(v))}
+
+
+def fit_optimum(lrs: list[float], losses: list[float]) -> dict[str, Any]:
+    """Best LR from a quadratic fit in log2(LR) around the grid minimum.
+
+    Diverged runs (NaN/inf loss) are excluded. The fit uses the minimum and its two
+    neighbours (the three lowest-LR or highest-LR points when the minimum is at an edge);
+    the vertex is kept inside the fitted points, so an edge minimum is reported as such.
+
+    Returns:
+        ``best_lr`` (fitted), ``grid_best_lr``, ``at_edge`` (the minimum is at the largest
+        or smallest stable LR) and ``largest_stable_lr``.
+    """
+    pts = sorted((lr, loss) for lr, loss in zip(lrs, losses, strict=True)
+                 if loss is not None and math.isfinite(loss))  # fmt: skip
+    if not pts:
+        return {"best_lr": None, "grid_best_lr": None, "at_edge": None, "largest_stable_lr": None}
+    x = np.log2([p[0] for p in pts])
+    y = np.asarray([p[1] for p in pts])
+    i = int(np.argmin(y))
+    out = {"grid_best_lr": float(2 ** x[i]), "at_edge": i in (0, len(x) - 1),
+           "largest_stable_lr": float(2 ** x[-1])}  # fmt: skip
+    if len(x) < 3:
+        return {**out, "best_lr": out["grid_best_lr"]}
+    lo = min(max(i - 1, 0), len(x) - 3)
+    xs, ys = x[lo : lo + 3], y[lo : lo + 3]
+    a, b, _ = np.polyfit(xs, ys, 2)
+    vertex = -b / (2 * a) if a > 0 else x[i]
+    return {**out, "best_lr": float(2 ** float(np.clip(vertex, xs[0], xs[-1])))}
+
+
+def _run_table(run_dirs: list[Path]) -> pd.DataFrame:
+    rows = []
+    for d in run_dirs:
+        final = json.loads((d / "final.json").read_text())
+        spec = final["spec"]
+        rows.append({
+            "run": final["run"], "sweep": spec["extra"]["sweep"], "param": spec["param"],
+            "alpha": spec["depth_alpha"], "width": spec["model"]["width"],
+            "depth": spec["model"]["depth"], "lr": spec["lr"], "seed": spec["seed"],
+            "loss_kind": spec["loss"], "diverged": final["diverged"],
+            "diverged_at": final["diverged_at"],
+            "final_train_loss": final.get("final_train_loss"),
+            "final_val_loss": final.get("final_val_loss"),
+            "final_val_acc": final.get("final_val_acc"),
+        })  # fmt: skip
+    return pd.DataFrame(rows)
+
+
+def _transfer(runs: pd.DataFrame, sweep: str, group: str, axis: str) -> pd.DataFrame:
+    rows = []
+    sub = runs[runs["sweep"] == sweep]
+    for (g, size, seed), cell in sub.groupby([group, axis, "seed"], dropna=False):
+        losses = [None if d else v for d, v in zip(cell["diverged"], cell["final_train_loss"], strict=True)]
+        rows.append({"sweep": sweep, group: g, axis: size, "seed": seed,
+                     **fit_optimum(list(cell["lr"]), losses)})  # fmt: skip
+    return pd.DataFrame(rows)
+
+
+def _shifts(transfer: pd.DataFrame, group: str, axis: str) -> dict[str, Any]:
+    out = {}
+    for g, cell in transfer.groupby(group):
+        small, large = cell[axis].min(), cell[axis].max()
+        per_seed = []
+        for _, s in cell.groupby("seed"):
+            a = s[s[axis] == small]["best_lr"].iloc[0]
+            b = s[s[axis] == large]["best_lr"].iloc[0]
+            per_seed.append(math.log2(b / a) if a and b else None)
+        stable = cell.groupby(axis)["largest_stable_lr"].min()
+        best = cell.groupby(axis)["best_lr"].median()
+        out[_key(g)] = {**ci95(per_seed), "per_seed": per_seed, f"{axis}_small": int(small),
+                        f"{axis}_large": int(large),
+                        "best_lr": {str(int(k)): float(v) for k, v in best.items()},
+                        "largest_stable_lr": {str(int(k)): float(v) for k, v in stable.items()},
+                        "optimum_at_edge_share": float(cell["at_edge"].mean())}  # fmt: skip
+    return out
+
+
+def _key(g) -> str:
+    if isinstance(g, float):
+        return f"{g:g}"
+    return str(g)
+
+
+def aggregate_scaling(run_dirs: list[Path], out_dir: Path) -> dict[str, Any]:
+    """Write ``runs.parquet``, ``curves.parquet``, ``lr_transfer.parquet`` and ``summary.json``.
+
+    Args:
+        run_dirs: Folders of finished runs (each with final.json and metrics.parquet).
+        out_dir: ``results/analysis/scaling``.
+
+    Returns:
+        The summary (also written to ``summary.json``).
+    """
+    out_dir.mkdir(parents=True, exist_ok=True)
+    runs = _run_table(run_dirs)
+    curves = pd.concat([pd.read_parquet(d / "metrics.parquet") for d in run_dirs], ignore_index=True)
+    transfer = pd.concat([_transfer(runs, "width", "param", "width"),
+                          _transfer(runs, "depth", "alpha", "depth")], ignore_index=True)  # fmt: skip
+    summary: dict[str, Any] = {"n_runs": int(len(runs)), "n_diverged": int(runs["diverged"].sum())}
+    width = transfer[transfer["sweep"] == "width"]
+    if len(width):
+        summary["lr_shift_octaves"] = _shifts(width, "param", "width")
+    depth = transfer[transfer["sweep"] == "depth"]
+    if len(depth):
+        summary["depth_lr_shift_octaves"] = _shifts(depth, "alpha", "depth")
+    for name, table in (("runs", runs), ("curves", curves), ("lr_transfer", transfer)):
+        tmp = out_dir / f".{name}.parquet.tmp"
+        table.to_parquet(tmp, index=False)
+        tmp.replace(out_dir / f"{name}.parquet")
+    tmp = out_dir / ".summary.json.tmp"
+    tmp.write_text(json.dumps(summary, indent=2))
+    tmp.replace(out_dir / "summary.json")
+    return summary

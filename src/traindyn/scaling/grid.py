@@ -1,0 +1,60 @@
+"""The scaling study's grid: every (sweep, parameterization, width/depth, LR, seed) as a RunSpec."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..train.spec import RunSpec, run_id
+
+__all__ = ["STUDY", "scaling_runs"]
+
+STUDY = "scaling"
+
+
+def _base(cfg: dict[str, Any]) -> dict[str, Any]:
+    t = cfg["training"]
+    return {
+        "study": STUDY, "dataset": cfg["dataset"], "optimizer": t["optimizer"],
+        "momentum": t["momentum"], "weight_decay": t["weight_decay"], "loss": t["loss"],
+        "steps": t["steps"], "batch_size": t["batch_size"], "schedule": t["schedule"],
+        "warmup_steps": t["warmup_steps"], "eval_every": t["eval_every"],
+        "eval_examples": t["eval_examples"], "checkpoint_every": t["checkpoint_every"],
+        "loss_cap": t["loss_cap"],
+    }  # fmt: skip
+
+
+def scaling_runs(cfg: dict[str, Any]) -> dict[str, RunSpec]:
+    """Return every run of the scaling study, keyed by its readable id, in grid order.
+
+    Args:
+        cfg: The resolved ``scaling`` section of the config.
+    """
+    runs: dict[str, RunSpec] = {}
+    if not cfg["enabled"]:
+        return runs
+    base, loss = _base(cfg), cfg["training"]["loss"]
+    ws = cfg["width_sweep"]
+    if ws["enabled"]:
+        for param in ws["parameterizations"]:
+            for width in ws["widths"]:
+                for lr in ws["lrs"][param]:
+                    for seed in cfg["seeds"]:
+                        rid = run_id(param, width, ws["depth"], lr, seed, loss=loss)
+                        runs[rid] = RunSpec(
+                            run=rid, model={"arch": ws["arch"], "width": width, "depth": ws["depth"]},
+                            param=param, base_width=ws["base_width"], depth_alpha=None, lr=lr,
+                            seed=seed, extra={"sweep": "width"}, **base,
+                        )  # fmt: skip
+    ds = cfg["depth_sweep"]
+    if ds["enabled"]:
+        for alpha in ds["alphas"]:
+            for depth in ds["depths"]:
+                for lr in ds["lrs"]:
+                    for seed in cfg["seeds"]:
+                        rid = run_id("mup", ds["width"], depth, lr, seed, alpha=alpha, loss=loss)
+                        runs[rid] = RunSpec(
+                            run=rid, model={"arch": "resmlp", "width": ds["width"], "depth": depth},
+                            param="mup", base_width=ds["base_width"], depth_alpha=float(alpha),
+                            lr=lr, seed=seed, extra={"sweep": "depth"}, **base,
+                        )  # fmt: skip
+    return runs

@@ -1,0 +1,73 @@
+# Scaling study: one job per run (width x LR x parameterization x seed, and depth x LR x
+# alpha x seed), then aggregation into results/analysis/scaling/ and the coordinate check.
+from traindyn.studies import study_runs
+
+SCALING_RUNS = list(study_runs(config, "scaling"))
+
+
+# Train one run of the scaling study, named by its grid point (e.g. mup-w128-d2-lr1-s0).
+rule train_scaling:
+    input:
+        config=ancient(RESOLVED_CONFIG),
+        data=f"results/data/{config['scaling']['dataset']}",
+    output:
+        final="results/runs/scaling/{run}/final.json",
+        metrics="results/runs/scaling/{run}/metrics.parquet",
+    log:
+        log_of("train/scaling", "{run}"),
+    wildcard_constraints:
+        run="[^/]+",
+    group:
+        "train"
+    conda:
+        ENV
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=30,
+        gpu=0,
+    params:
+        run_dir=subpath(output.final, parent=True),
+        scaling=config["scaling"],
+    shell:
+        "traindyn train --config {input.config} --threads {threads} --no-progress "
+        "--study scaling --run {wildcards.run} --out {params.run_dir} > {log} 2>&1"
+
+
+# Every run -> runs.parquet, curves.parquet, lr_transfer.parquet and summary.json.
+rule aggregate_scaling:
+    input:
+        config=ancient(RESOLVED_CONFIG),
+        finals=expand(rules.train_scaling.output.final, run=SCALING_RUNS),
+    output:
+        runs="results/analysis/scaling/runs.parquet",
+        curves="results/analysis/scaling/curves.parquet",
+        transfer="results/analysis/scaling/lr_transfer.parquet",
+        summary="results/analysis/scaling/summary.json",
+    log:
+        log_of("aggregate", "scaling"),
+    conda:
+        ENV
+    threads: 1
+    params:
+        scaling=config["scaling"],
+    shell:
+        "traindyn aggregate --config {input.config} --study scaling > {log} 2>&1"
+
+
+# Activation size and its change after a few steps across widths (mup-style check).
+rule coordcheck_scaling:
+    input:
+        config=ancient(RESOLVED_CONFIG),
+        data=f"results/data/{config['scaling']['dataset']}",
+    output:
+        table="results/analysis/scaling/coord_check.parquet",
+    log:
+        log_of("coordcheck", "scaling"),
+    conda:
+        ENV
+    threads: 1
+    params:
+        coord_check=config["scaling"]["coord_check"],
+    shell:
+        "traindyn coordcheck --config {input.config} --out {output.table} > {log} 2>&1"
