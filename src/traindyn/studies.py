@@ -45,7 +45,19 @@ def cross_checks(cfg: dict[str, Any]) -> list[str]:
                 f"scaling.dataset is {sc['dataset']!r} but data.datasets {cfg['data']['datasets']} "
                 "does not prepare it: add it to data.datasets"
             )
-        ws = sc["width_sweep"]
+        ws, sh, ds = sc["width_sweep"], sc["sharpness"], sc["depth_sweep"]
+        if sh["enabled"] and ws["enabled"]:
+            for param in ws["parameterizations"]:
+                if sh["lrs"][param] not in ws["lrs"][param]:
+                    problems.append(
+                        f"scaling.sharpness.lrs.{param}={sh['lrs'][param]} is not on the grid "
+                        f"scaling.width_sweep.lrs.{param}={ws['lrs'][param]}: pick one of those"
+                    )
+        if sh["enabled"] and ds["enabled"] and sh["depth_alphas"] and sh["depth_lr"] not in ds["lrs"]:
+            problems.append(
+                f"scaling.sharpness.depth_lr={sh['depth_lr']} is not on the grid "
+                f"scaling.depth_sweep.lrs={ds['lrs']}: pick one of those"
+            )
         if ws["enabled"] and ws["base_width"] > min(ws["widths"]):
             problems.append(
                 f"scaling.width_sweep.base_width={ws['base_width']} exceeds the smallest width "

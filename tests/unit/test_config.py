@@ -62,7 +62,7 @@ def test_unknown_dataset_names_the_allowed_ones():
 
 def test_cifar10_without_directory_is_an_error():
     with pytest.raises(C.ConfigError, match="cifar10_dir"):
-        C.load_config([], ["data.datasets=[cifar10]"])
+        C.load_config([], ["data.datasets=[cifar10]", "scaling.enabled=false"])
 
 
 def test_overlay_merges_deeply(tmp_path):

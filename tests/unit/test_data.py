@@ -122,7 +122,7 @@ def test_cifar10_loader_on_tiny_standard_batches(tmp_path):
     src = tmp_path / "cifar-10-batches-py"
     src.mkdir()
     _fake_cifar(src)
-    m = prepare_dataset("cifar10", _cfg("data.datasets=[cifar10]", f"data.cifar10_dir={src}"), tmp_path / "c")
+    m = prepare_dataset("cifar10", _cfg("data.datasets=[cifar10]", "scaling.enabled=false", f"data.cifar10_dir={src}"), tmp_path / "c")
     assert m["sizes"]["test"] == 10 and m["sizes"]["train"] + m["sizes"]["val"] == 50
     assert m["classes"][0] == "airplane" and m["shape"] == [3, 32, 32]
     x, _ = load_images(tmp_path / "c", "train")
@@ -146,7 +146,7 @@ def test_wikitext2_loader_on_tiny_token_files(tmp_path):
     (src / "wiki.train.tokens").write_text(" = Valkyria = \n the game is <unk> and the game began \n")
     (src / "wiki.valid.tokens").write_text(" the game ended \n")
     (src / "wiki.test.tokens").write_text(" a new game \n")
-    m = prepare_dataset("wikitext2", _cfg("data.datasets=[wikitext2]", f"data.wikitext2_dir={src}"), tmp_path / "w")
+    m = prepare_dataset("wikitext2", _cfg("data.datasets=[wikitext2]", "scaling.enabled=false", f"data.wikitext2_dir={src}"), tmp_path / "w")
     tokens, vocab = load_tokens(tmp_path / "w", "test")
     assert [vocab[i] for i in tokens.tolist()] == ["<unk>", "<unk>", "game"]  # OOV words map to <unk>
     assert m["level"] == "word" and m["sizes"]["train"] == 11

@@ -85,6 +85,58 @@ rule figure_scaling_lr:
         "-p analysis_dir=results/analysis/scaling > {log} 2>&1"
 
 
+SHARPNESS_FIGURES = [
+    "scaling_sharpness_width",
+    "scaling_ntk_width",
+    "scaling_hessian_vs_gn",
+    "scaling_sharpness_spread",
+]
+if (
+    config["scaling"]["depth_sweep"]["enabled"]
+    and config["scaling"]["sharpness"]["depth_alphas"]
+):
+    SHARPNESS_FIGURES.append("scaling_sharpness_depth")
+
+
+# Scaling: sharpness (base-LR units) per width and depth, NTK and Gauss-Newton eigenvalues.
+rule figure_scaling_sharpness:
+    input:
+        config=ancient(RESOLVED_CONFIG),
+        spectra=rules.aggregate_scaling.output.spectra,
+        summary=rules.aggregate_scaling.output.summary,
+        notebook=notebook("scaling_sharpness"),
+    output:
+        figures=report(
+            [
+                f
+                for s in SHARPNESS_FIGURES
+                for f in figure_files(s)
+                if f.endswith(".png")
+            ],
+            caption="../report/scaling_sharpness.rst",
+            category="Scaling",
+        ),
+        other=[
+            f
+            for s in SHARPNESS_FIGURES
+            for f in figure_files(s)
+            if not f.endswith(".png")
+        ],
+        notebook="results/notebooks/scaling_sharpness.ipynb",
+    log:
+        log_of("figure", "scaling_sharpness"),
+    conda:
+        ENV
+    threads: 1
+    params:
+        figures=config["figures"],
+    shell:
+        "traindyn figure --config {input.config} {input.notebook} --executed {output.notebook} "
+        "-p analysis_dir=results/analysis/scaling > {log} 2>&1"
+
+
 ALL_FIGURES = [*rules.figure_data_overview.output]
 if config["scaling"]["enabled"]:
     ALL_FIGURES += rules.figure_scaling_lr.output
+if config["scaling"]["enabled"] and config["scaling"]["sharpness"]["enabled"]:
+    ALL_FIGURES += rules.figure_scaling_sharpness.output

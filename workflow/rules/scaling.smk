@@ -43,6 +43,7 @@ rule aggregate_scaling:
         runs="results/analysis/scaling/runs.parquet",
         curves="results/analysis/scaling/curves.parquet",
         transfer="results/analysis/scaling/lr_transfer.parquet",
+        spectra="results/analysis/scaling/spectra.parquet",
         summary="results/analysis/scaling/summary.json",
     log:
         log_of("aggregate", "scaling"),

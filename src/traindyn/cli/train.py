@@ -62,5 +62,10 @@ def run(args: argparse.Namespace, cfg: Config) -> int:
 
 
 def _callbacks(cfg: Config, study: str, spec) -> list:
-    """The study's measurement callbacks for this run (none yet for runs without spectra)."""
-    return []
+    """The measurement callbacks the run's spec asks for (``extra["spectra"]``)."""
+    callbacks = []
+    if "spectra" in spec.extra:
+        from ..spectra import SpectraCallback
+
+        callbacks.append(SpectraCallback(**spec.extra["spectra"], seed=spec.seed))
+    return callbacks

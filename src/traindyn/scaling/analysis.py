@@ -108,8 +108,39 @@ def _key(g) -> str:
     return str(g)
 
 
+def _spectra_table(run_dirs: list[Path], runs: pd.DataFrame) -> pd.DataFrame:
+    frames = [pd.read_parquet(d / "spectra.parquet") for d in run_dirs if (d / "spectra.parquet").is_file()]
+    if not frames:
+        return pd.DataFrame()
+    keys = runs[["run", "sweep", "param", "alpha", "width", "depth", "lr", "seed", "loss_kind"]]
+    keys = keys.rename(columns={"lr": "eta0"})  # the spectra's own `lr` is the current eta
+    return pd.concat(frames, ignore_index=True).merge(keys, on="run")
+
+
+def _sharpness_stats(spectra: pd.DataFrame, steps: int) -> dict[str, Any]:
+    """S(t) = std over widths of log sharpness (base-LR units), averaged over t > 5% of
+    training, and the time-mean sharpness ratio smallest / largest width, per loss and
+    parameterization (mean and 95% CI over seeds)."""
+    out: dict[str, Any] = {}
+    top = spectra[(spectra["measure"] == "hessian") & (spectra["rank"] == 0)
+                  & spectra["sweep"].isin(["width", "sharpness-mse"])]  # fmt: skip
+    top = top[top["step"] > 0.05 * steps]
+    for (loss, param), cell in top.groupby(["loss_kind", "param"]):
+        spreads, ratios = [], []
+        for _, s in cell.groupby("seed"):
+            logs = np.log(s["sharpness_base_lr_units"].where(s["sharpness_base_lr_units"] > 0))
+            per_step = s.assign(log=logs).groupby("step")["log"].std(ddof=0)
+            spreads.append(float(per_step.mean()))
+            by_width = s.groupby("width")["sharpness_base_lr_units"].mean()
+            ratios.append(float(by_width.loc[by_width.index.min()] / by_width.loc[by_width.index.max()]))
+        key = param if loss == "xent" else f"{param}_{loss}"
+        out.setdefault("sharpness_spread", {})[key] = ci95(spreads)
+        out.setdefault("sharpness_ratio_small_over_large", {})[key] = ci95(ratios)
+    return out
+
+
 def aggregate_scaling(run_dirs: list[Path], out_dir: Path) -> dict[str, Any]:
-    """Write ``runs.parquet``, ``curves.parquet``, ``lr_transfer.parquet`` and ``summary.json``.
+    """Write ``runs``, ``curves``, ``lr_transfer`` and ``spectra`` parquet tables and ``summary.json``.
 
     Args:
         run_dirs: Folders of finished runs (each with final.json and metrics.parquet).
@@ -124,13 +155,18 @@ def aggregate_scaling(run_dirs: list[Path], out_dir: Path) -> dict[str, Any]:
     transfer = pd.concat([_transfer(runs, "width", "param", "width"),
                           _transfer(runs, "depth", "alpha", "depth")], ignore_index=True)  # fmt: skip
     summary: dict[str, Any] = {"n_runs": int(len(runs)), "n_diverged": int(runs["diverged"].sum())}
-    width = transfer[transfer["sweep"] == "width"]
+    width = transfer[transfer["sweep"] == "width"]  # the MSE spectra runs are no LR sweep
     if len(width):
         summary["lr_shift_octaves"] = _shifts(width, "param", "width")
     depth = transfer[transfer["sweep"] == "depth"]
     if len(depth):
         summary["depth_lr_shift_octaves"] = _shifts(depth, "alpha", "depth")
-    for name, table in (("runs", runs), ("curves", curves), ("lr_transfer", transfer)):
+    spectra = _spectra_table(run_dirs, runs)
+    if len(spectra):
+        steps = int(json.loads((run_dirs[0] / "final.json").read_text())["spec"]["steps"])
+        summary.update(_sharpness_stats(spectra, steps))
+    for name, table in (("runs", runs), ("curves", curves), ("lr_transfer", transfer),
+                        ("spectra", spectra)):  # fmt: skip
         tmp = out_dir / f".{name}.parquet.tmp"
         table.to_parquet(tmp, index=False)
         tmp.replace(out_dir / f"{name}.parquet")

@@ -23,6 +23,12 @@ def _base(cfg: dict[str, Any]) -> dict[str, Any]:
     }  # fmt: skip
 
 
+def _spectra(cfg: dict[str, Any]) -> dict[str, Any]:
+    sh = cfg["sharpness"]
+    return {"every": sh["every"], "measures": list(sh["measures"]), "n_ntk": sh["n_ntk"],
+            "tol": sh["tol"], "max_iter": sh["max_iter"]}  # fmt: skip
+
+
 def scaling_runs(cfg: dict[str, Any]) -> dict[str, RunSpec]:
     """Return every run of the scaling study, keyed by its readable id, in grid order.
 
@@ -33,28 +39,46 @@ def scaling_runs(cfg: dict[str, Any]) -> dict[str, RunSpec]:
     if not cfg["enabled"]:
         return runs
     base, loss = _base(cfg), cfg["training"]["loss"]
+    sh = cfg["sharpness"]
+    measured = {"spectra": _spectra(cfg), "fixed_batch_size": sh["batch_size"]}
     ws = cfg["width_sweep"]
     if ws["enabled"]:
         for param in ws["parameterizations"]:
             for width in ws["widths"]:
+                model = {"arch": ws["arch"], "width": width, "depth": ws["depth"]}
                 for lr in ws["lrs"][param]:
                     for seed in cfg["seeds"]:
+                        spectra = sh["enabled"] and lr == sh["lrs"][param]
                         rid = run_id(param, width, ws["depth"], lr, seed, loss=loss)
                         runs[rid] = RunSpec(
-                            run=rid, model={"arch": ws["arch"], "width": width, "depth": ws["depth"]},
-                            param=param, base_width=ws["base_width"], depth_alpha=None, lr=lr,
-                            seed=seed, extra={"sweep": "width"}, **base,
+                            run=rid, model=model, param=param, base_width=ws["base_width"],
+                            depth_alpha=None, lr=lr, seed=seed,
+                            fixed_batch_size=sh["batch_size"] if spectra else 256,
+                            extra={"sweep": "width", **({"spectra": measured["spectra"]} if spectra else {})},
+                            **base,
                         )  # fmt: skip
+                        if spectra and sh["mse"] and loss != "mse":
+                            mse_lr = float(f"{lr * sh['mse_lr_factor']:.4g}")
+                            rid = run_id(param, width, ws["depth"], mse_lr, seed, loss="mse")
+                            runs[rid] = RunSpec(
+                                run=rid, model=model, param=param, base_width=ws["base_width"],
+                                depth_alpha=None, lr=mse_lr, seed=seed, fixed_batch_size=sh["batch_size"],
+                                extra={"sweep": "sharpness-mse", "spectra": measured["spectra"]},
+                                **{**base, "loss": "mse"},
+                            )  # fmt: skip
     ds = cfg["depth_sweep"]
     if ds["enabled"]:
         for alpha in ds["alphas"]:
             for depth in ds["depths"]:
                 for lr in ds["lrs"]:
                     for seed in cfg["seeds"]:
+                        spectra = sh["enabled"] and lr == sh["depth_lr"] and alpha in sh["depth_alphas"]
                         rid = run_id("mup", ds["width"], depth, lr, seed, alpha=alpha, loss=loss)
                         runs[rid] = RunSpec(
                             run=rid, model={"arch": "resmlp", "width": ds["width"], "depth": depth},
                             param="mup", base_width=ds["base_width"], depth_alpha=float(alpha),
-                            lr=lr, seed=seed, extra={"sweep": "depth"}, **base,
+                            lr=lr, seed=seed, fixed_batch_size=sh["batch_size"] if spectra else 256,
+                            extra={"sweep": "depth", **({"spectra": measured["spectra"]} if spectra else {})},
+                            **base,
                         )  # fmt: skip
     return runs

@@ -93,8 +93,16 @@ class _Data:
         return x[idx], y[idx]
 
     def next_batch(self):
-        """The next training batch (sampled with replacement of batches, seeded)."""
-        return self._take(self.train, self.batch_size, self.generator)
+        """The next training batch: indices drawn uniformly with replacement (seeded).
+
+        Drawing ``batch_size`` indices costs O(B); shuffling the whole split every step
+        cost 10-15% of a small MLP's step.
+        """
+        if self.text:
+            return self._take(self.train, self.batch_size, self.generator)
+        x, y = self.train
+        idx = torch.randint(0, len(y), (self.batch_size,), generator=self.generator).to(y.device)
+        return x[idx], y[idx]
 
     def model_dims(self) -> dict[str, Any]:
         """Input/output sizes the model spec takes from the dataset."""
@@ -165,7 +173,9 @@ def _checkpoint(path: Path, state: TrainState, data: _Data, rows: list, callback
 
 
 def _resume(path: Path, state: TrainState, data: _Data, callbacks, spec) -> list:
-    ckpt = torch.load(path, map_location=state.device, weights_only=False)
+    # On the CPU: RNG states must stay CPU ByteTensors (set_rng_state rejects CUDA ones);
+    # load_state_dict copies model and optimizer tensors to their parameters' device.
+    ckpt = torch.load(path, map_location="cpu", weights_only=False)
     if ckpt["spec"] != spec.to_dict():
         print(f"{path}: written by another spec; starting afresh", file=sys.stderr)
         return []

@@ -1,0 +1,45 @@
+"""Spectral engine: Lanczos on Hessian, Gauss-Newton, NTK and per-module NTK operators."""
+
+from traindyn.spectra.callback import MEASURES, SpectraCallback
+from traindyn.spectra.flat import (
+    LinearOperator,
+    flatten,
+    parameter_vector,
+    trainable_parameters,
+    unflatten,
+)
+from traindyn.spectra.jacobian import Jacobian, projected_jacobian
+from traindyn.spectra.lanczos import LanczosResult, lanczos
+from traindyn.spectra.module_ntk import ModuleNTK, module_ntk, output_projections
+from traindyn.spectra.ntk import ntk_kernel, ntk_operator
+from traindyn.spectra.operators import (
+    adam_preconditioner,
+    gauss_newton_operator,
+    hessian_operator,
+    hutchinson_trace,
+    preconditioned_hessian_operator,
+)
+
+__all__ = [
+    "MEASURES",
+    "Jacobian",
+    "LanczosResult",
+    "LinearOperator",
+    "ModuleNTK",
+    "SpectraCallback",
+    "adam_preconditioner",
+    "flatten",
+    "gauss_newton_operator",
+    "hessian_operator",
+    "hutchinson_trace",
+    "lanczos",
+    "module_ntk",
+    "ntk_kernel",
+    "ntk_operator",
+    "output_projections",
+    "parameter_vector",
+    "preconditioned_hessian_operator",
+    "projected_jacobian",
+    "trainable_parameters",
+    "unflatten",
+]

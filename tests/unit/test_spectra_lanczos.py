@@ -1,0 +1,97 @@
+"""Lanczos against dense eigendecompositions."""
+
+import pytest
+import torch
+
+from traindyn.spectra import LinearOperator, lanczos
+
+torch.set_num_threads(1)
+
+
+def symmetric(eigenvalues, seed=0, dtype=torch.float64):
+    gen = torch.Generator().manual_seed(seed)
+    n = len(eigenvalues)
+    q, _ = torch.linalg.qr(torch.randn(n, n, generator=gen, dtype=torch.float64))
+    return (q @ torch.diag(torch.tensor(eigenvalues, dtype=torch.float64)) @ q.T).to(dtype)
+
+
+def test_top_k_matches_eigh():
+    gen = torch.Generator().manual_seed(1)
+    a = torch.randn(120, 120, generator=gen, dtype=torch.float64)
+    a = a + a.T
+    res = lanczos(lambda v: a @ v, dim=120, k=4, tol=1e-10, max_iter=120)
+    ref = torch.linalg.eigvalsh(a).flip(0)[:4]
+    assert res.converged
+    torch.testing.assert_close(res.eigenvalues, ref, rtol=1e-9, atol=0)
+    # Ritz vectors are eigenvectors: A y = theta y.
+    resid = res.eigenvectors @ a - res.eigenvalues[:, None] * res.eigenvectors
+    assert resid.norm(dim=1).max() <= 1e-8 * ref.abs().max()
+    assert res.eigenvectors.shape == (4, 120) and res.eigenvectors.dtype == torch.float64
+
+
+def test_returns_algebraically_largest_not_largest_magnitude():
+    spectrum = [-10.0, 3.0, 2.0, 1.0] + [0.5 - 0.01 * i for i in range(46)]
+    a = symmetric(spectrum)
+    res = lanczos(lambda v: a @ v, dim=50, k=2, tol=1e-10)
+    torch.testing.assert_close(res.eigenvalues, torch.tensor([3.0, 2.0], dtype=torch.float64))
+    # Power iteration on the same operator converges to the negative eigenvalue.
+    v = torch.ones(50, dtype=torch.float64)
+    for _ in range(200):
+        v = a @ v
+        v = v / v.norm()
+    assert float(v @ a @ v) == pytest.approx(-10.0, rel=1e-6)
+
+
+def test_float32_matvec_accumulates_in_float64():
+    a = symmetric([5.0, 4.9, 4.8] + [1.0 - 0.01 * i for i in range(97)], dtype=torch.float32)
+    op = LinearOperator(lambda v: a @ v, dim=100, dtype=torch.float32, device=torch.device("cpu"))
+    seen = []
+    res = lanczos(op, k=3, tol=1e-6, callback=lambda m, theta: seen.append(theta.dtype))
+    assert res.eigenvalues.dtype == torch.float64 and set(seen) == {torch.float64}
+    ref = torch.linalg.eigvalsh(a.double()).flip(0)[:3]
+    torch.testing.assert_close(res.eigenvalues, ref, rtol=1e-6, atol=0)
+
+
+def test_warm_start_reduces_matvecs():
+    a = symmetric([10.0, 9.5, 9.0] + [8.0 * (1 - i / 200) for i in range(197)], seed=3)
+    cold = lanczos(lambda v: a @ v, dim=200, tol=1e-8, max_iter=200)
+    warm = lanczos(lambda v: a @ v, dim=200, tol=1e-8, max_iter=200, v0=cold.eigenvectors[0])
+    assert cold.converged and warm.converged
+    assert warm.n_matvec < cold.n_matvec / 3
+    assert float(warm.eigenvalues[0]) == pytest.approx(10.0, rel=1e-10)
+
+
+def test_invariant_subspace_restarts():
+    # The start vector lies in the span of two eigenvectors: the Krylov space is
+    # invariant after two products, yet k = 3 needs a third direction.
+    a = symmetric([4.0, 3.0, 2.0, 1.0, 0.0, -1.0])
+    evecs = torch.linalg.eigh(a).eigenvectors
+    v0 = evecs[:, 0] + evecs[:, 1]  # eigenvalues -1 and 0
+    res = lanczos(lambda v: a @ v, dim=6, k=3, v0=v0, tol=1e-10)
+    torch.testing.assert_close(res.eigenvalues, torch.tensor([4.0, 3.0, 2.0], dtype=torch.float64))
+
+
+def test_seeded_and_checks_arguments():
+    a = symmetric([float(i) for i in range(30)])
+    r1 = lanczos(lambda v: a @ v, dim=30, generator=torch.Generator().manual_seed(5))
+    r2 = lanczos(lambda v: a @ v, dim=30, generator=torch.Generator().manual_seed(5))
+    assert r1.n_matvec == r2.n_matvec and torch.equal(r1.eigenvalues, r2.eigenvalues)
+    with pytest.raises(ValueError, match="dim is required"):
+        lanczos(lambda v: a @ v)
+    with pytest.raises(ValueError, match="k must be"):
+        lanczos(lambda v: a @ v, dim=30, k=31)
+    with pytest.raises(ValueError, match="v0 must have shape"):
+        lanczos(lambda v: a @ v, dim=30, v0=torch.ones(29))
+    with pytest.raises(FloatingPointError):
+        lanczos(lambda v: v * float("nan"), dim=30)
+
+
+def test_no_ghost_copies_after_convergence():
+    # A dominant eigenvalue converges in a few steps; without full reorthogonalization
+    # later steps would produce spurious copies of it among the top k.
+    spectrum = [100.0, 10.0, 9.9] + [1.0 * i / 297 for i in range(297)]
+    a = symmetric(spectrum, seed=4)
+    res = lanczos(lambda v: a @ v, dim=300, k=3, tol=0.0, max_iter=150)
+    torch.testing.assert_close(res.eigenvalues, torch.tensor(spectrum[:3], dtype=torch.float64))
+    gram = res.eigenvectors @ res.eigenvectors.T
+    torch.testing.assert_close(gram, torch.eye(3, dtype=torch.float64), atol=1e-10, rtol=0)
