@@ -118,9 +118,12 @@ def _spectra_table(run_dirs: list[Path], runs: pd.DataFrame) -> pd.DataFrame:
 
 
 def _sharpness_stats(spectra: pd.DataFrame, steps: int) -> dict[str, Any]:
-    """S(t) = std over widths of log sharpness (base-LR units), averaged over t > 5% of
-    training, and the time-mean sharpness ratio smallest / largest width, per loss and
-    parameterization (mean and 95% CI over seeds)."""
+    """Spread and ratio of sharpness across widths, per loss and parameterization.
+
+    S(t) = std over widths of log sharpness (base-LR units), averaged over t > 5% of
+    training; the ratio is the time-mean sharpness at the smallest width over the
+    largest. Both as mean and 95% CI over seeds.
+    """
     out: dict[str, Any] = {}
     top = spectra[(spectra["measure"] == "hessian") & (spectra["rank"] == 0)
                   & spectra["sweep"].isin(["width", "sharpness-mse"])]  # fmt: skip
