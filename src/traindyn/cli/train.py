@@ -26,10 +26,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", help="run folder (default results/runs/STUDY/RUN)")
     parser.add_argument("--data-dir", help="prepared dataset (default results/data/DATASET)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.add_argument("--snapshot-every", type=int, default=0,
+                        help="keep the weights every N steps in RUN/snapshots/ (for traindyn spectra)")  # fmt: skip
 
 
 def run(args: argparse.Namespace, cfg: Config) -> int:
     """Train the run and track it (deferred to a record when configured)."""
+    import dataclasses
+
     import pandas as pd
 
     from ..studies import run_spec, study_runs
@@ -42,6 +46,8 @@ def run(args: argparse.Namespace, cfg: Config) -> int:
     if not args.run:
         raise ValueError("--run is required (or --list to see the run ids)")
     spec = run_spec(cfg.raw, args.study, args.run)
+    if args.snapshot_every:
+        spec = dataclasses.replace(spec, snapshot_every=args.snapshot_every)
     out = Path(args.out or f"results/runs/{args.study}/{spec.run}")
     data_dir = Path(args.data_dir or f"results/data/{spec.dataset}")
     out.mkdir(parents=True, exist_ok=True)

@@ -19,6 +19,7 @@ from traindyn.spectra.operators import (
     hutchinson_trace,
     preconditioned_hessian_operator,
 )
+from traindyn.spectra.posthoc import spectra_over_snapshots
 
 __all__ = [
     "MEASURES",
@@ -40,6 +41,7 @@ __all__ = [
     "parameter_vector",
     "preconditioned_hessian_operator",
     "projected_jacobian",
+    "spectra_over_snapshots",
     "trainable_parameters",
     "unflatten",
 ]

@@ -20,9 +20,9 @@ class Jacobian:
     products are a snapshot at the parameters of that moment. ``vjp`` is one backward
     pass. ``jvp`` uses the double-vjp identity ``J v = d/du <J^T u, v>``: J^T u is
     linear in u, so one backward through the graph of J^T u gives J v. On CPU this
-    is about 2.4x faster than forward-mode AD (``torch.func.jvp``), which re-runs the
-    forward pass with dual numbers at every call (measured in
-    ``benchmarks/bench_spectra.py``).
+    was as fast as or up to 3.8x faster than forward-mode AD (``torch.func.jvp``),
+    which re-runs the forward pass with dual numbers at every call
+    (``benchmarks/bench_spectra.py``).
 
     Attributes:
         outputs: ``model(x)``, shape ``(n, *S)``, detached.

@@ -1,11 +1,12 @@
 """The one training loop, its callbacks, checkpoints/resume and run specs."""
 
 from .callbacks import Callback, TrainState
-from .loop import build, default_device, lr_factor, make_loss, train
+from .loop import RunData, build, default_device, lr_factor, make_loss, snapshot_path, train
 from .spec import RunSpec, run_id
 
 __all__ = [
     "Callback",
+    "RunData",
     "RunSpec",
     "TrainState",
     "build",
@@ -13,5 +14,6 @@ __all__ = [
     "lr_factor",
     "make_loss",
     "run_id",
+    "snapshot_path",
     "train",
 ]

@@ -19,9 +19,21 @@ from ..data import load_images, load_tokens, read_manifest
 from .callbacks import Callback, TrainState
 from .spec import RunSpec
 
-__all__ = ["build", "default_device", "lr_factor", "make_loss", "train"]
+__all__ = ["RunData", "build", "default_device", "lr_factor", "make_loss", "snapshot_path", "train"]
 
 CHECKPOINT = "checkpoint.pt"
+
+
+def snapshot_path(run_dir: str | Path, step: int) -> Path:
+    """Where the weights at ``step`` are kept when ``spec.snapshot_every`` is set."""
+    return Path(run_dir) / "snapshots" / f"step_{step:06d}.pt"
+
+
+def _snapshot(state: TrainState, spec: RunSpec) -> None:
+    if spec.snapshot_every and state.step % spec.snapshot_every == 0:
+        path = snapshot_path(state.run_dir, state.step)
+        path.parent.mkdir(exist_ok=True)
+        _save_atomic({k: v.detach().cpu() for k, v in state.model.state_dict().items()}, path)
 
 
 def default_device() -> torch.device:
@@ -58,7 +70,7 @@ def make_loss(kind: str):
     raise ValueError(f"loss={kind!r}: expected 'xent' or 'mse'")
 
 
-class _Data:
+class RunData:
     """A dataset on the device and a seeded sampler of batches whose state checkpoints."""
 
     def __init__(self, spec: RunSpec, data_dir: Path, device: torch.device):
@@ -133,7 +145,7 @@ def build(spec: RunSpec, data_dims: dict[str, Any], device: torch.device):
 
 
 @torch.no_grad()
-def _evaluate(model: nn.Module, data: _Data, loss_fn, chunk: int = 1024) -> dict[str, float]:
+def _evaluate(model: nn.Module, data: RunData, loss_fn, chunk: int = 1024) -> dict[str, float]:
     was_training = model.training
     model.eval()
     out = {}
@@ -157,7 +169,7 @@ def _save_atomic(obj: Any, path: Path) -> None:
     os.replace(tmp, path)
 
 
-def _checkpoint(path: Path, state: TrainState, data: _Data, rows: list, callbacks, spec) -> None:
+def _checkpoint(path: Path, state: TrainState, data: RunData, rows: list, callbacks, spec) -> None:
     _save_atomic({
         "spec": spec.to_dict(),
         "step": state.step,
@@ -172,7 +184,7 @@ def _checkpoint(path: Path, state: TrainState, data: _Data, rows: list, callback
     }, path)  # fmt: skip
 
 
-def _resume(path: Path, state: TrainState, data: _Data, callbacks, spec) -> list:
+def _resume(path: Path, state: TrainState, data: RunData, callbacks, spec) -> list:
     # On the CPU: RNG states must stay CPU ByteTensors (set_rng_state rejects CUDA ones);
     # load_state_dict copies model and optimizer tensors to their parameters' device.
     ckpt = torch.load(path, map_location="cpu", weights_only=False)
@@ -233,7 +245,7 @@ def train(spec: RunSpec, data_dir: str | Path, run_dir: str | Path,
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     callbacks = list(callbacks)
-    data = _Data(spec, Path(data_dir), device)
+    data = RunData(spec, Path(data_dir), device)
     model, optimizer = build(spec, data.model_dims(), device)
     loss_fn = make_loss(spec.loss)
     state = TrainState(model=model, optimizer=optimizer, loss_fn=loss_fn, device=device,
@@ -247,6 +259,7 @@ def train(spec: RunSpec, data_dir: str | Path, run_dir: str | Path,
         cb.on_train_start(state)
     if state.step == 0:
         rows += [(0, k, v) for k, v in _evaluate(model, data, loss_fn).items()]
+        _snapshot(state, spec)
     bar = tqdm(total=spec.steps, initial=state.step, disable=not progress, mininterval=5,
                file=sys.stderr, desc=spec.run)  # fmt: skip
     while state.step < spec.steps:
@@ -284,7 +297,8 @@ def train(spec: RunSpec, data_dir: str | Path, run_dir: str | Path,
             if not math.isfinite(metrics["train_loss"]) or metrics["train_loss"] > spec.loss_cap:
                 state.diverged_at = state.step
                 break
-        # checkpoint
+        # snapshot, checkpoint
+        _snapshot(state, spec)
         if spec.checkpoint_every and state.step % spec.checkpoint_every == 0 and state.step < spec.steps:
             _checkpoint(ckpt_path, state, data, rows, callbacks, spec)
     bar.close()

@@ -59,6 +59,8 @@ class RunSpec:
         context: Sequence length for text datasets.
         grad_clip: Max global gradient norm (0: no clipping).
         fixed_batch_size: Size of the fixed training batch that callbacks measure on.
+        snapshot_every: Keep the model's weights every this many steps (and at step 0) in
+            ``run_dir/snapshots/`` for post-hoc analysis (0: none).
         extra: Study-specific settings read by the study's callbacks.
     """
 
@@ -86,6 +88,7 @@ class RunSpec:
     context: int = 64
     grad_clip: float = 0.0
     fixed_batch_size: int = 256
+    snapshot_every: int = 0
     extra: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
