@@ -8,13 +8,14 @@ STAMP := $(VENV)/.traindyn-installed
 CORES ?= all
 FASHION_DIR := /usr/share/datasets/fashion-mnist
 
-.PHONY: figures test test-fast lint dryrun report data-packages clean-results help
+.PHONY: figures test lint report bench data-packages clean-results help
 
 help:
 	@echo "make figures   - build every figure under results/figures (creates .venv if absent)"
 	@echo "make test      - run the whole test suite (unit, workflow, tiny end-to-end DAG)"
 	@echo "make lint      - ruff, snakefmt --check and snakemake --lint"
 	@echo "make report    - results/report.html with every figure and its caption"
+	@echo "make bench     - benchmarks against peers (JSON under results/benchmarks/)"
 
 $(STAMP): pyproject.toml requirements.lock
 	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
@@ -50,6 +51,14 @@ lint: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks notebooks
 	$(BIN)/snakefmt --check Snakefile workflow/rules
 	$(BIN)/snakemake --lint --cores 1
+
+bench: $(STAMP) data-packages
+	$(BIN)/python -m pip install --quiet --no-deps pyhessian==0.1
+	mkdir -p results/benchmarks
+	$(BIN)/snakemake --cores 1 results/data/fashion-mnist --workflow-profile workflow/profiles/local
+	$(BIN)/python benchmarks/bench_train.py --data-dir results/data/fashion-mnist > results/benchmarks/train.json
+	$(BIN)/python benchmarks/bench_spectra.py > results/benchmarks/spectra.json
+	cat results/benchmarks/train.json results/benchmarks/spectra.json
 
 clean-results:
 	rm -rf results

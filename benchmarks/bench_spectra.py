@@ -199,21 +199,26 @@ def bench_hvp_cost(model: nn.Module, loss_fn, x: torch.Tensor, y: torch.Tensor, 
         g = torch.autograd.grad(loss_fn(model(x), y), params, create_graph=True)
         return torch.autograd.grad(g, params, grad_outputs=list(v.values()))
 
-    times = {
-        "retained_double_backward (library)": median_time(lambda: op(v_flat), repeats),
-        "double_backward_rebuilt_each_call": median_time(double_backward_rebuilt, repeats),
-        "forward_over_reverse (torch.func jvp of grad)": median_time(
-            lambda: jvp(grad_fn, (theta,), (v,))[1], repeats
-        ),
-        "reverse_over_reverse (torch.func vjp of grad)": median_time(
-            lambda: vjp(grad_fn, theta)[1](v), repeats
-        ),
-    }
-    t_grad = median_time(gradient, repeats)
+    times = interleaved_times(
+        {
+            "gradient": gradient,
+            "retained_double_backward (library)": lambda: op(v_flat),
+            "double_backward_rebuilt_each_call": double_backward_rebuilt,
+            "forward_over_reverse (torch.func jvp of grad)": lambda: jvp(grad_fn, (theta,), (v,))[1],
+            "reverse_over_reverse (torch.func vjp of grad)": lambda: vjp(grad_fn, theta)[1](v),
+        },
+        repeats,
+    )
+    t_grad = times.pop("gradient")
     # J v for Gauss-Newton / NTK products: double vjp on a retained graph vs forward AD.
     jac = Jacobian(model, x)
-    t_jvp_double_vjp = median_time(lambda: jac.jvp(v_flat), repeats)
-    t_jvp_forward = median_time(lambda: jvp(lambda p: functional_call(model, p, (x,)), (theta,), (v,)), repeats)
+    jvp_times = interleaved_times(
+        {
+            "double_vjp_retained (library)": lambda: jac.jvp(v_flat),
+            "forward_ad (torch.func.jvp)": lambda: jvp(lambda p: functional_call(model, p, (x,)), (theta,), (v,)),
+        },
+        repeats,
+    )
     return {
         "n_params": len(v_flat),
         "batch": x.shape[0],
@@ -222,7 +227,7 @@ def bench_hvp_cost(model: nn.Module, loss_fn, x: torch.Tensor, y: torch.Tensor, 
         "hvp_over_gradient": {k: t / t_grad for k, t in times.items()},
         "library_hvp_over_gradient": times["retained_double_backward (library)"] / t_grad,
         "library_operator_build_s (once per operator, amortised)": t_build,
-        "jvp_s": {"double_vjp_retained (library)": t_jvp_double_vjp, "forward_ad (torch.func.jvp)": t_jvp_forward},
+        "jvp_s": jvp_times,
     }
 
 
@@ -570,7 +575,7 @@ def main() -> None:
         "trained_steps": steps, "train_loss": final_loss,
     }
     log("hvp cost")
-    out["hvp_cost"] = bench_hvp_cost(model, half_mse, x, y, repeats=5 if quick else 11)
+    out["hvp_cost"] = bench_hvp_cost(model, half_mse, x, y, repeats=11 if quick else 21)
     log("lanczos vs power iteration")
     out["lanczos_vs_power"] = bench_lanczos_vs_power(model, half_mse, x, y, max_hvp=max_hvp,
                                                      repeats=3 if quick else 5)
