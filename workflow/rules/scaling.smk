@@ -2,7 +2,8 @@
 # alpha x seed), then aggregation into results/analysis/scaling/ and the coordinate check.
 from traindyn.studies import study_runs
 
-SCALING_RUNS = list(study_runs(config, "scaling"))
+SCALING_SPECS = study_runs(config, "scaling")
+SCALING_RUNS = list(SCALING_SPECS)
 
 
 # Train one run of the scaling study, named by its grid point (e.g. mup-w128-d2-lr1-s0).
@@ -28,7 +29,8 @@ rule train_scaling:
         gpu=0,
     params:
         run_dir=subpath(output.final, parent=True),
-        scaling=config["scaling"],
+        # the run's own spec: a config change reruns exactly the runs it changes
+        spec=lambda wildcards: SCALING_SPECS[wildcards.run].to_dict(),
     shell:
         "traindyn train --config {input.config} --threads {threads} --no-progress "
         "--study scaling --run {wildcards.run} --out {params.run_dir} > {log} 2>&1"
@@ -51,7 +53,7 @@ rule aggregate_scaling:
         ENV
     threads: 1
     params:
-        scaling=config["scaling"],
+        specs={run: spec.to_dict() for run, spec in SCALING_SPECS.items()},
     shell:
         "traindyn aggregate --config {input.config} --study scaling > {log} 2>&1"
 
