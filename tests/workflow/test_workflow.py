@@ -5,6 +5,7 @@ import shutil
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 import yaml
@@ -12,14 +13,14 @@ from conftest import ROOT, snakemake
 
 
 def test_ruff_is_clean():
-    ruff = shutil.which("ruff", path=str(__import__("pathlib").Path(sys.executable).parent))
+    ruff = shutil.which("ruff", path=str(Path(sys.executable).parent))
     out = subprocess.run([ruff, "check", "src", "tests", "benchmarks", "notebooks"], cwd=ROOT,
                          capture_output=True, text=True)
     assert out.returncode == 0, out.stdout + out.stderr
 
 
 def test_snakefmt_is_clean():
-    exe = shutil.which("snakefmt", path=str(__import__("pathlib").Path(sys.executable).parent))
+    exe = shutil.which("snakefmt", path=str(Path(sys.executable).parent))
     out = subprocess.run([exe, "--check", "Snakefile", "workflow/rules"], cwd=ROOT, capture_output=True, text=True)
     assert out.returncode == 0, out.stdout + out.stderr
 
@@ -65,6 +66,14 @@ def test_tiny_dag_end_to_end(tmp_path, venv_env):
         assert manifest["sizes"]["train"] <= 512 or manifest["kind"] == "text"
         assert (results / "figures" / f"data_overview_{dataset}.png").stat().st_size > 10_000
     assert (results / "notebooks/data_overview.ipynb").is_file()
+    # The scaling study: every run finished, tables and summary written, figures rendered.
+    summary = json.loads((results / "analysis/scaling/summary.json").read_text())
+    assert set(summary["lr_shift_octaves"]) == set(tiny["scaling"]["width_sweep"]["parameterizations"])
+    assert set(summary["depth_lr_shift_octaves"]) == {"0.5"}
+    assert set(summary["sharpness_spread"]) >= {"sp", "mup", "sp_mse", "mup_mse"}
+    for stem in ["scaling_lr_width", "scaling_lr_depth", "scaling_coord_check", "scaling_sharpness_width",
+                 "scaling_ntk_width", "scaling_hessian_vs_gn", "scaling_sharpness_spread", "scaling_sharpness_depth"]:
+        assert (results / "figures" / f"{stem}.png").stat().st_size > 5_000, stem
     # Every job is an MLflow child run of this invocation, FINISHED.
     client = MlflowClient(f"sqlite:///{results}/mlflow.db")
     exp = client.get_experiment_by_name("traindyn")
@@ -76,9 +85,18 @@ def test_tiny_dag_end_to_end(tmp_path, venv_env):
     assert all(r.info.status == "FINISHED" for r in jobs)
     stages = sorted(r.data.tags["stage"] for r in jobs)
     assert stages.count("data") == len(tiny["data"]["datasets"])
-    assert "figure" in stages
+    assert stages.count("figure") == 3
+    # Training runs were recorded by their jobs and imported by the aggregation, once each.
+    runs_dir = results / "runs/scaling"
+    assert stages.count("train") == len(list(runs_dir.iterdir()))
+    assert {r.data.tags["run_id"] for r in jobs if r.data.tags["stage"] == "train"} == {
+        d.name for d in runs_dir.iterdir()}
     # A second invocation finds nothing to do.
     start = time.perf_counter()
     again = snakemake(args, tmp_path, venv_env)
     assert again.returncode == 0 and "Nothing to be done" in again.stdout + again.stderr
     assert time.perf_counter() - start < 10
+    # The HTML report holds every figure with its caption.
+    report = snakemake([*args, "--report", "results/report.html"], tmp_path, venv_env)
+    assert report.returncode == 0, report.stdout[-3000:] + report.stderr[-3000:]
+    assert (results / "report.html").stat().st_size > 100_000

@@ -61,12 +61,21 @@ def log_of(stage, name):
     return f"results/logs/{stage}/{name}.log"
 
 
+# What onstart hands to onsuccess / onerror: the prefork server and the parent MLflow run.
+INVOCATION = {}
+
+
 onstart:
     from traindyn.config import Config
+    from traindyn.prefork import start_server
     from traindyn.track import start_invocation
 
+    # Local jobs start from a process with torch already imported (see traindyn.prefork);
+    # on a cluster each job starts its own Python.
+    if getattr(workflow.executor_plugin, "name", None) == "local":
+        INVOCATION["prefork"] = start_server()
     _cfg = Config.from_dict(config)
-    INVOCATION = start_invocation(
+    INVOCATION["run_id"] = start_invocation(
         _cfg.tracking,
         name=f"snakemake:{CONFIG_HASH}",
         tags={
@@ -78,17 +87,21 @@ onstart:
 
 onsuccess:
     from traindyn.config import Config
-    from traindyn.track import PARENT_ENV, end_invocation
+    from traindyn.prefork import stop_server
+    from traindyn.track import end_invocation
 
+    stop_server(INVOCATION.get("prefork"))
     end_invocation(
-        Config.from_dict(config).tracking, os.environ.get(PARENT_ENV), ok=True
+        Config.from_dict(config).tracking, INVOCATION.get("run_id"), ok=True
     )
 
 
 onerror:
     from traindyn.config import Config
-    from traindyn.track import PARENT_ENV, end_invocation
+    from traindyn.prefork import stop_server
+    from traindyn.track import end_invocation
 
+    stop_server(INVOCATION.get("prefork"))
     end_invocation(
-        Config.from_dict(config).tracking, os.environ.get(PARENT_ENV), ok=False
+        Config.from_dict(config).tracking, INVOCATION.get("run_id"), ok=False
     )

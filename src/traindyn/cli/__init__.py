@@ -50,8 +50,20 @@ def _load(args: argparse.Namespace) -> Config:
     return load_config(files, args.overrides)
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Entry point of the ``traindyn`` command."""
+def main(argv: list[str] | None = None, allow_server: bool = True) -> int:
+    """Entry point of the ``traindyn`` command.
+
+    Args:
+        argv: Arguments (default ``sys.argv[1:]``).
+        allow_server: Hand the command to a prefork server when one is announced in
+            ``TRAINDYN_PREFORK_SOCKET`` (see ``traindyn.prefork``).
+    """
+    if allow_server:
+        from ..prefork import run_via_server
+
+        code = run_via_server(sys.argv[1:] if argv is None else list(argv))
+        if code is not None:
+            return code
     parser = build_parser()
     args, rest = parser.parse_known_args(argv)
     # Overrides may follow options; argparse leaves those it could not place in `rest`.

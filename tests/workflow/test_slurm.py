@@ -1,0 +1,316 @@
+"""The pipeline on a real SLURM cluster through workflow/profiles/slurm, tracked on an MLflow server.
+
+A single-node cluster with accounting (tests/workflow/slurm_cluster.py: munge, MariaDB,
+slurmdbd, slurmctld, slurmd on this machine) runs part of the tiny DAG through
+snakemake-executor-plugin-slurm: the data stage (one group job), the dataset figure, and
+two training runs of the scaling study (one group job); all 22 runs would take minutes
+more and test nothing new. Jobs log live to `mlflow server` over HTTP, as cluster nodes do.
+
+Needs root (the fixture installs Debian's packages where missing). Where the cluster
+cannot start the tests fail with the reason; TRAINDYN_SKIP_SLURM=1 skips them on purpose.
+"""
+
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import yaml
+from conftest import ROOT
+from slurm_cluster import SlurmCluster, SlurmUnavailable, slurm_cluster
+
+PROFILE = ROOT / "workflow" / "profiles" / "slurm"
+TINY = ROOT / "tests" / "configs" / "tiny.yaml"
+DATASETS = yaml.safe_load(TINY.read_text())["data"]["datasets"]
+N_TRAIN = 2  # training runs sent through SLURM, one group job
+SNAKEMAKE_TIMEOUT = 480  # s; the SLURM run takes about 2 min here. A hung status loop must fail, not hang CI
+SERVER_TIMEOUT = 120  # s for `mlflow server` to answer /health (about 10 s idle, 30 s on a busy 2-core VM)
+
+cluster_test = [pytest.mark.slurm, pytest.mark.slow]
+
+
+def _venv_env() -> dict[str, str]:
+    # Jobs inherit this environment (sbatch --export=ALL): they need this venv's traindyn.
+    env = dict(os.environ)
+    env["PATH"] = os.path.dirname(sys.executable) + os.pathsep + env["PATH"]
+    for key in ("TRAINDYN_SLURM_ACCOUNT", "TRAINDYN_SLURM_PARTITION", "SLURM_CONF"):
+        env.pop(key, None)
+    return env
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _stop(proc: subprocess.Popen) -> None:
+    """Stop a process started in its own session, and its children."""
+    if proc.poll() is not None:
+        return
+    os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=10)
+
+
+def _snakemake(args: list[str], cwd: Path, env: dict[str, str], timeout: float,
+               cluster: SlurmCluster | None = None) -> subprocess.CompletedProcess:  # fmt: skip
+    """Run snakemake on the repository's Snakefile in ``cwd``, killed after ``timeout`` seconds."""
+    exe = shutil.which("snakemake", path=env["PATH"])
+    cmd = [exe, "-s", str(ROOT / "Snakefile"), "--directory", str(cwd), *args]
+    proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True, start_new_session=True)  # fmt: skip
+    try:
+        out, _ = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        _stop(proc)  # SIGTERM: snakemake cancels its SLURM jobs
+        out, _ = proc.communicate()
+        queue = cluster.run("squeue", check=False) if cluster else ""
+        pytest.fail(
+            f"snakemake did not finish within {timeout:.0f} s: {' '.join(cmd)}\n"
+            f"--- last output ---\n{out[-6000:]}\n--- squeue ---\n{queue}\n"
+            + (cluster.log_tails() if cluster else ""),
+            pytrace=False,
+        )
+    return subprocess.CompletedProcess(cmd, proc.returncode, out, "")
+
+
+# -- fixtures --------------------------------------------------------------------------------
+@dataclass
+class MlflowServer:
+    uri: str
+    proc: subprocess.Popen
+    log: Path
+
+    def wait_ready(self) -> None:
+        """Block until the server answers /health; fail with its log otherwise."""
+        deadline = time.monotonic() + SERVER_TIMEOUT
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                pytest.fail(f"mlflow server exited with {self.proc.returncode}:\n{self.log.read_text()[-3000:]}",
+                            pytrace=False)  # fmt: skip
+            try:
+                with urllib.request.urlopen(f"{self.uri}/health", timeout=2) as resp:
+                    if resp.status == 200:
+                        return
+            except OSError:
+                pass
+            time.sleep(0.5)
+        pytest.fail(f"mlflow server not healthy after {SERVER_TIMEOUT} s:\n{self.log.read_text()[-3000:]}",
+                    pytrace=False)  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def mlflow_server(tmp_path_factory):
+    """`workflow/scripts/mlflow_server.sh` on 127.0.0.1; started first, as it is slow to come up."""
+    store = tmp_path_factory.mktemp("mlflow-server")
+    port = _free_port()
+    log = store / "server.log"
+    env = {**_venv_env(), "MLFLOW_HOST": "127.0.0.1"}
+    with open(log, "wb") as out:
+        proc = subprocess.Popen([str(ROOT / "workflow/scripts/mlflow_server.sh"), str(store), str(port),
+                                 "--", "--workers", "1"],
+                                cwd=store, env=env, stdout=out, stderr=subprocess.STDOUT,
+                                start_new_session=True)  # fmt: skip
+    try:
+        yield MlflowServer(f"http://127.0.0.1:{port}", proc, log)
+    finally:
+        _stop(proc)
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    """The single-node cluster; fails (never skips silently) where it cannot start."""
+    if os.environ.get("TRAINDYN_SKIP_SLURM") == "1":
+        pytest.skip("TRAINDYN_SKIP_SLURM=1: SLURM tests skipped on request")
+    try:
+        with slurm_cluster() as running:
+            yield running
+    except SlurmUnavailable as err:
+        pytest.fail(str(err), pytrace=False)
+
+
+def _overlay(folder: Path, config: dict) -> str:
+    """A config overlay file (snakemake's --config reads nested values as strings only)."""
+    path = folder / "overlay.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return str(path)
+
+
+def _slurm_env(cluster: SlurmCluster) -> dict[str, str]:
+    env = cluster.env(_venv_env())
+    env["TRAINDYN_SLURM_ACCOUNT"] = cluster.account  # read by the profile's default-resources
+    env["TRAINDYN_SLURM_PARTITION"] = cluster.partition
+    return env
+
+
+def _cluster_args(*config: str) -> list[str]:
+    return [
+        "--workflow-profile", str(PROFILE), "--configfile", str(TINY), *config,
+        # Group jobs must fit this one node; real nodes have more CPUs than a group needs.
+        "--cores", str(os.cpu_count()),
+        "--slurm-init-seconds-before-status-checks", "2",  # the plugin waits 40 s by default
+        "--slurm-keep-successful-logs",
+    ]  # fmt: skip
+
+
+@dataclass
+class SlurmRun:
+    work: Path
+    result: subprocess.CompletedProcess
+    train_runs: list[str]
+    run_uuid: str | None
+
+    @property
+    def output(self) -> str:
+        return self.result.stdout
+
+
+@pytest.fixture(scope="module")
+def slurm_run(mlflow_server, cluster, tmp_path_factory) -> SlurmRun:
+    """The data stage, the dataset figure and N_TRAIN training runs, through SLURM."""
+    work = tmp_path_factory.mktemp("slurm-run")
+    env = _slurm_env(cluster)
+    mlflow_server.wait_ready()
+    # As workflow/profiles/README.md tells users: every job logs live to the server.
+    args = _cluster_args("--config", f"tracking={{uri: {mlflow_server.uri}, defer: []}}")
+    dry = _snakemake([*args, "-n"], work, env, 120)
+    assert dry.returncode == 0, f"dry run through the slurm profile failed:\n{dry.stdout[-5000:]}"
+    runs = sorted(set(re.findall(r"results/runs/scaling/([^/\s,]+)/final\.json", dry.stdout)))
+    assert len(runs) >= N_TRAIN, f"the tiny scaling study has {runs}, fewer than {N_TRAIN} runs"
+    train_runs = runs[:N_TRAIN]
+    targets = ["results/notebooks/data_overview.ipynb",
+               *[f"results/runs/scaling/{r}/final.json" for r in train_runs]]  # fmt: skip
+    result = _snakemake([*targets, *args], work, env, SNAKEMAKE_TIMEOUT, cluster)
+    uuid = re.search(r"SLURM run ID: (\S+)", result.stdout)
+    return SlurmRun(work, result, train_runs, uuid.group(1) if uuid else None)
+
+
+@pytest.fixture(scope="module")
+def local_data(tmp_path_factory) -> Path:
+    """The data stage of the tiny config run locally (the reference outputs)."""
+    work = tmp_path_factory.mktemp("local-run")
+    # Targets first: options such as --configfile take every word after them.
+    args = [*[f"results/data/{d}" for d in DATASETS],
+            "--workflow-profile", str(ROOT / "workflow/profiles/local"), "--cores", str(os.cpu_count()),
+            "--configfile", str(TINY), _overlay(work, {"tracking": {"enabled": False}})]  # fmt: skip
+    out = _snakemake(args, work, _venv_env(), 600)
+    assert out.returncode == 0, f"local reference run failed:\n{out.stdout[-5000:]}"
+    return work / "results" / "data"
+
+
+def _require_success(run: SlurmRun, cluster: SlurmCluster) -> None:
+    if run.result.returncode != 0:
+        pytest.fail(
+            f"snakemake through SLURM exited with {run.result.returncode}:\n{run.output[-8000:]}\n"
+            f"{cluster.log_tails()}",
+            pytrace=False,
+        )
+
+
+# -- tests -----------------------------------------------------------------------------------
+def test_slurm_profile_dry_run_groups_jobs(tmp_path):
+    """The profile parses, groups data and training jobs, and tolerates absent groups."""
+    env = _venv_env()
+    base = ["-n", "--workflow-profile", str(PROFILE), "--configfile", str(TINY)]
+    for sub in ("full", "no-scaling"):
+        (tmp_path / sub).mkdir()
+    full = _snakemake(base, tmp_path / "full", env, 120)
+    assert full.returncode == 0, full.stdout[-5000:]
+    assert "Group job data" in full.stdout and "Group job train" in full.stdout, full.stdout[-5000:]
+    # No training rule in the DAG: the `train` group-components entry must not matter.
+    no_scaling = _overlay(tmp_path, {"scaling": {"enabled": False}})
+    bare = _snakemake([*base, no_scaling], tmp_path / "no-scaling", env, 120)
+    assert bare.returncode == 0, bare.stdout[-5000:]
+    assert "Group job data" in bare.stdout and "train_scaling" not in bare.stdout, bare.stdout[-5000:]
+
+
+@pytest.mark.slurm
+@pytest.mark.slow
+def test_jobs_run_as_grouped_slurm_jobs(slurm_run, cluster):
+    _require_success(slurm_run, cluster)
+    assert slurm_run.run_uuid, f"no 'SLURM run ID' in the output:\n{slurm_run.output[-3000:]}"
+    rows = cluster.run("sacct", "-X", "-n", "-P", "--name", slurm_run.run_uuid,
+                       "-o", "JobID,State,Account,Partition,ExitCode").split()  # fmt: skip
+    jobs = [row.split("|") for row in rows]
+    # 3 datasets in one group job, the figure, N_TRAIN runs in one group job.
+    assert len(jobs) == 3, f"expected 3 SLURM jobs (data group, figure, train group), sacct lists {jobs}"
+    assert all(state == "COMPLETED" and code == "0:0" for _, state, _, _, code in jobs), jobs
+    assert {(acct, part) for _, _, acct, part, _ in jobs} == {(cluster.account, cluster.partition)}, jobs
+    logs = sorted(p.relative_to(slurm_run.work) for p in (slurm_run.work / ".snakemake/slurm_logs").rglob("*.log"))
+    assert len(logs) == 3, f"expected one SLURM log per SLURM job, found {logs}"
+
+
+@pytest.mark.slurm
+@pytest.mark.slow
+def test_slurm_outputs_equal_local_outputs(slurm_run, cluster, local_data):
+    _require_success(slurm_run, cluster)
+    for dataset in DATASETS:
+        ours, ref = slurm_run.work / "results" / "data" / dataset, local_data / dataset
+        names = sorted(p.name for p in ref.iterdir() if p.is_file() and not p.name.startswith("."))
+        assert names == sorted(p.name for p in ours.iterdir() if p.is_file() and not p.name.startswith("."))
+        for name in names:
+            if name == "manifest.json":
+                a, b = (json.loads((d / name).read_text()) for d in (ours, ref))
+                a.pop("created"), b.pop("created")
+                assert a == b, f"{dataset}/manifest.json differs between the SLURM and the local run"
+            else:
+                assert (ours / name).read_bytes() == (ref / name).read_bytes(), (
+                    f"{dataset}/{name} differs between the SLURM and the local run"
+                )
+
+
+@pytest.mark.slurm
+@pytest.mark.slow
+def test_every_slurm_job_is_tracked_on_the_mlflow_server(slurm_run, cluster, mlflow_server):
+    from mlflow.tracking import MlflowClient
+
+    _require_success(slurm_run, cluster)
+    client = MlflowClient(mlflow_server.uri)
+    exp = client.get_experiment_by_name("traindyn")
+    assert exp is not None, "no experiment 'traindyn' on the server"
+    runs = client.search_runs([exp.experiment_id], max_results=1000)
+    parents = [r for r in runs if r.data.tags.get("traindyn.kind") == "invocation"]
+    jobs = [r for r in runs if r.data.tags.get("traindyn.kind") == "job"]
+    assert len(parents) == 1 and parents[0].info.status == "FINISHED", [(r.info.run_name, r.info.status) for r in parents]
+    got = sorted((r.data.tags["stage"], r.data.tags["run_id"], r.info.status,
+                  r.data.tags.get("mlflow.parentRunId")) for r in jobs)  # fmt: skip
+    parent = parents[0].info.run_id
+    want = sorted([*[("data", d, "FINISHED", parent) for d in DATASETS],
+                   ("figure", "data_overview", "FINISHED", parent),
+                   *[("train", r, "FINISHED", parent) for r in slurm_run.train_runs]])  # fmt: skip
+    assert got == want
+
+
+@pytest.mark.slurm
+@pytest.mark.slow
+def test_gpu_requests_reach_slurm_one_gpu_per_group_job(slurm_run, cluster, tmp_path):
+    """`gpu` resources become --gpus; a group of GPU runs asks for one GPU, not one per run.
+
+    The test cluster has no GPU (GRES-free), so SLURM must refuse the request at sbatch.
+    """
+    _require_success(slurm_run, cluster)
+    for sub in ("results/config", "results/data/digits"):
+        shutil.copytree(slurm_run.work / sub, tmp_path / sub)
+    targets = [f"results/runs/scaling/{r}/final.json" for r in slurm_run.train_runs]
+    args = [*targets, *_cluster_args(_overlay(tmp_path, {"tracking": {"enabled": False}})),
+            "--retries", "0", "--set-resources", "train_scaling:gpu=1", "--verbose"]  # fmt: skip
+    out = _snakemake(args, tmp_path, _slurm_env(cluster), 180, cluster)
+    calls = re.findall(r"^sbatch call: (sbatch .*)$", out.stdout, flags=re.M)  # --verbose shows them
+    assert out.returncode != 0, f"a GPU job ran on a cluster without GPUs:\n{out.stdout[-5000:]}"
+    assert len(calls) == 1, f"expected one sbatch for the group of {len(targets)} GPU runs, got {calls}"
+    assert " --gpus=1 " in calls[0], calls[0]
+    uuid = re.search(r"SLURM run ID: (\S+)", out.stdout).group(1)
+    assert not cluster.run("sacct", "-X", "-n", "--name", uuid).strip(), "SLURM accepted a GPU job without GPUs"
