@@ -46,6 +46,15 @@ def cross_checks(cfg: dict[str, Any]) -> list[str]:
                 "does not prepare it: add it to data.datasets"
             )
         ws, sh, ds = sc["width_sweep"], sc["sharpness"], sc["depth_sweep"]
+        text = sc["dataset"] in ("shakespeare", "wikitext2")
+        if ws["enabled"] and (ws["arch"] == "gpt") != text:
+            problems.append(
+                f"scaling.width_sweep.arch={ws['arch']!r} does not fit scaling.dataset="
+                f"{sc['dataset']!r}: gpt trains on shakespeare or wikitext2, the others on images"
+            )
+        if ds["enabled"] and text:
+            problems.append("scaling.depth_sweep (a residual MLP) needs an image dataset: "
+                            "disable it (scaling.depth_sweep.enabled=false) for a text dataset")
         if sh["enabled"] and ws["enabled"]:
             for param in ws["parameterizations"]:
                 if sh["lrs"][param] not in ws["lrs"][param]:

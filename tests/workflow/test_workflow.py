@@ -40,9 +40,13 @@ def test_dry_run_of_default_config_is_fast(tmp_path, venv_env):
     assert elapsed < 10, f"dry run took {elapsed:.1f}s"
 
 
-def test_dry_run_of_paper_overlay(tmp_path, venv_env):
-    out = snakemake(["-n", "--cores", "2", "--configfile", str(ROOT / "config/paper.yaml")], tmp_path, venv_env)
-    assert out.returncode == 0, out.stdout + out.stderr
+@pytest.mark.parametrize("overlays", [["paper.yaml"], ["paper.yaml", "paper-vit.yaml"], ["paper.yaml", "paper-gpt.yaml"]],
+                         ids=lambda o: "+".join(o))
+def test_dry_run_of_paper_overlays(tmp_path, venv_env, overlays):
+    files = [str(ROOT / "config" / name) for name in overlays]
+    out = snakemake(["-n", "--cores", "2", "--configfile", *files], tmp_path, venv_env)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    assert "train_scaling" in out.stdout
 
 
 def test_bad_config_stops_before_any_job(tmp_path, venv_env):

@@ -26,7 +26,7 @@ rule train_scaling:
     resources:
         mem_mb=2000,
         runtime=30,
-        gpu=0,
+        gpu=config["resources"]["train_gpus"],
     params:
         run_dir=subpath(output.final, parent=True),
         # the run's own spec: a config change reruns exactly the runs it changes
