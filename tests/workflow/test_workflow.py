@@ -40,7 +40,8 @@ def test_dry_run_of_default_config_is_fast(tmp_path, venv_env):
     assert elapsed < 10, f"dry run took {elapsed:.1f}s"
 
 
-@pytest.mark.parametrize("overlays", [["paper.yaml"], ["paper.yaml", "paper-vit.yaml"], ["paper.yaml", "paper-gpt.yaml"]],
+@pytest.mark.parametrize("overlays", [["paper.yaml"], ["paper.yaml", "paper-convnet.yaml"], ["paper.yaml", "paper-vit.yaml"],
+                                      ["paper.yaml", "paper-gpt.yaml"]],
                          ids=lambda o: "+".join(o))
 def test_dry_run_of_paper_overlays(tmp_path, venv_env, overlays):
     files = [str(ROOT / "config" / name) for name in overlays]
