@@ -21,23 +21,18 @@ dpi = 150
 import json
 from pathlib import Path
 
-import matplotlib
-
-matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 import seaborn as sns
 
-sns.set_theme(style="whitegrid", context="paper")
-out = Path(figures_dir)
-out.mkdir(parents=True, exist_ok=True)
+from traindyn.plotting import save_figure, setup_style
+
+out = setup_style(figures_dir)
 
 
 def save(fig, name):
-    for fmt in formats:
-        fig.savefig(out / f"{name}.{fmt}", dpi=dpi, bbox_inches="tight")
-    plt.close(fig)
+    save_figure(fig, out, name, formats, dpi)
 
 
 manifests = {Path(d).name: json.loads((Path(d) / "manifest.json").read_text()) for d in data_dirs}

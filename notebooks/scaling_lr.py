@@ -21,17 +21,14 @@ dpi = 150
 import json
 from pathlib import Path
 
-import matplotlib
-
-matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 import seaborn as sns
 
-sns.set_theme(style="whitegrid", context="paper")
-src, out = Path(analysis_dir), Path(figures_dir)
-out.mkdir(parents=True, exist_ok=True)
+from traindyn.plotting import save_figure, setup_style
+
+src, out = Path(analysis_dir), setup_style(figures_dir)
 runs = pd.read_parquet(src / "runs.parquet")
 transfer = pd.read_parquet(src / "lr_transfer.parquet")
 summary = json.loads((src / "summary.json").read_text())
@@ -39,9 +36,7 @@ NAMES = {"sp": "SP", "ntk": "NTK", "mup": "μP"}
 
 
 def save(fig, name):
-    for fmt in formats:
-        fig.savefig(out / f"{name}.{fmt}", dpi=dpi, bbox_inches="tight")
-    plt.close(fig)
+    save_figure(fig, out, name, formats, dpi)
 
 
 def shift_text(entry):

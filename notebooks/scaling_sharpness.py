@@ -22,17 +22,14 @@ dpi = 150
 import json
 from pathlib import Path
 
-import matplotlib
-
-matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 import seaborn as sns
 
-sns.set_theme(style="whitegrid", context="paper")
-src, out = Path(analysis_dir), Path(figures_dir)
-out.mkdir(parents=True, exist_ok=True)
+from traindyn.plotting import save_figure, setup_style
+
+src, out = Path(analysis_dir), setup_style(figures_dir)
 spectra = pd.read_parquet(src / "spectra.parquet")
 summary = json.loads((src / "summary.json").read_text())
 NAMES = {"sp": "SP", "ntk": "NTK", "mup": "μP"}
@@ -42,9 +39,7 @@ params = [p for p in ["sp", "ntk", "mup"] if p in set(width_runs["param"])]
 
 
 def save(fig, name):
-    for fmt in formats:
-        fig.savefig(out / f"{name}.{fmt}", dpi=dpi, bbox_inches="tight")
-    plt.close(fig)
+    save_figure(fig, out, name, formats, dpi)
 
 
 def fmt_ci(entry):

@@ -32,7 +32,7 @@ rule train_scaling:
         # the run's own spec: a config change reruns exactly the runs it changes
         spec=lambda wildcards: SCALING_SPECS[wildcards.run].to_dict(),
     shell:
-        "traindyn train --config {input.config} --threads {threads} --no-progress "
+        "traindyn train --config {input.config} --threads {threads} "
         "--study scaling --run {wildcards.run} --out {params.run_dir} > {log} 2>&1"
 
 
