@@ -246,9 +246,9 @@ class SlurmCluster:
         return problems
 
 
-def _munge(c: SlurmCluster, ports: dict[str, int]) -> None:
+def _munge(c: SlurmCluster) -> None:
     mdir = c.root / "munge"
-    mdir.mkdir(mode=0o700)
+    mdir.mkdir(mode=0o755)  # as Debian's /run/munge: clients of any user reach the socket
     key = mdir / "munge.key"
     subprocess.run([c.programs["mungekey"], "--create", f"--keyfile={key}"], check=True,
                    capture_output=True, timeout=30)  # fmt: skip
@@ -257,10 +257,11 @@ def _munge(c: SlurmCluster, ports: dict[str, int]) -> None:
         os.chown(path, munge_user.pw_uid, munge_user.pw_gid)
     key.chmod(0o600)
     sock = mdir / "munge.socket"
+    # In the foreground munged logs to stderr, i.e. to log/munged.out.
     d = c._start("munged", [c.programs["munged"], "--foreground", "--force", f"--socket={sock}",
                             f"--key-file={key}", f"--pid-file={mdir / 'munged.pid'}",
-                            f"--log-file={mdir / 'munged.log'}", f"--seed-file={mdir / 'munged.seed'}"],
-                 mdir / "munged.log", user="munge")  # fmt: skip
+                            f"--seed-file={mdir / 'munged.seed'}"],
+                 c.root / "log" / "munged.out", user="munge")  # fmt: skip
     c._wait(d, "its socket", sock.exists)
 
 
@@ -312,7 +313,7 @@ def _write_conf(c: SlurmCluster, ports: dict[str, int]) -> None:
         "ProctrackType=proctrack/linuxproc\nTaskPlugin=task/none\n"
         "JobAcctGatherType=jobacct_gather/linux\nJobAcctGatherFrequency=30\n"
         "SelectType=select/cons_tres\nSelectTypeParameters=CR_Core_Memory\nDefMemPerCPU=1000\n"
-        "SchedulerType=sched/backfill\nMpiDefault=none\nReturnToService=2\n"
+        "SchedulerType=sched/backfill\nMpiDefault=none\nReturnToService=2\nMailProg=/bin/true\n"
         "MinJobAge=300\nKillWait=5\nInactiveLimit=0\n"
         # Accounting as on a real cluster: sacct answers from slurmdbd, jobs need an account.
         "AccountingStorageType=accounting_storage/slurmdbd\nAccountingStorageHost=127.0.0.1\n"
@@ -368,9 +369,13 @@ def slurm_cluster(account: str = "traindyn", partition: str = "debug") -> Iterat
             not start; the message names it and shows its log.
     """
     if os.geteuid() != 0:
+        missing = sorted(p for p in _PROGRAMS if _which(p) is None)
+        packages = sorted({_PROGRAMS[p] for p in missing})
         raise SlurmUnavailable(
             f"SLURM test cluster: must run as root (uid is {os.geteuid()}): slurmd launches jobs "
-            "and munged runs as the munge user. Set TRAINDYN_SKIP_SLURM=1 to skip the SLURM tests."
+            "and munged runs as the munge user"
+            + (f"; also missing: programs {missing} (Debian packages {packages})" if missing else "")
+            + ". Set TRAINDYN_SKIP_SLURM=1 to skip the SLURM tests."
         )
     programs = ensure_installed()
     # Not pytest's tmp_path: munged (user munge) must reach its folder, and unix socket paths
@@ -385,7 +390,7 @@ def slurm_cluster(account: str = "traindyn", partition: str = "debug") -> Iterat
     ports = dict(zip(("mysql", "slurmdbd", "slurmctld", "slurmd"), _free_ports(4), strict=True))
     problems: list[str] = []
     try:
-        _munge(cluster, ports)
+        _munge(cluster)
         _mariadb(cluster, ports)
         _write_conf(cluster, ports)
         _srun_wrapper(cluster)

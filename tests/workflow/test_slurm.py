@@ -3,7 +3,7 @@
 A single-node cluster with accounting (tests/workflow/slurm_cluster.py: munge, MariaDB,
 slurmdbd, slurmctld, slurmd on this machine) runs part of the tiny DAG through
 snakemake-executor-plugin-slurm: the data stage (one group job), the dataset figure, and
-two training runs of the scaling study (one group job); all 22 runs would take minutes
+two training runs of the scaling study (one group job); the whole study would take minutes
 more and test nothing new. Jobs log live to `mlflow server` over HTTP, as cluster nodes do.
 
 Needs root (the fixture installs Debian's packages where missing). Where the cluster
@@ -35,15 +35,23 @@ N_TRAIN = 2  # training runs sent through SLURM, one group job
 SNAKEMAKE_TIMEOUT = 480  # s; the SLURM run takes about 2 min here. A hung status loop must fail, not hang CI
 SERVER_TIMEOUT = 120  # s for `mlflow server` to answer /health (about 10 s idle, 30 s on a busy 2-core VM)
 
-cluster_test = [pytest.mark.slurm, pytest.mark.slow]
+SKIP = os.environ.get("TRAINDYN_SKIP_SLURM") == "1"
+
+
+def cluster_test(fn):
+    """Mark a test that needs the cluster: slurm, slow, and skipped on TRAINDYN_SKIP_SLURM=1."""
+    skip = pytest.mark.skipif(SKIP, reason="TRAINDYN_SKIP_SLURM=1: SLURM tests skipped on request")
+    return pytest.mark.slurm(pytest.mark.slow(skip(fn)))
 
 
 def _venv_env() -> dict[str, str]:
     # Jobs inherit this environment (sbatch --export=ALL): they need this venv's traindyn.
     env = dict(os.environ)
     env["PATH"] = os.path.dirname(sys.executable) + os.pathsep + env["PATH"]
-    for key in ("TRAINDYN_SLURM_ACCOUNT", "TRAINDYN_SLURM_PARTITION", "SLURM_CONF"):
-        env.pop(key, None)
+    # Nothing from a surrounding SLURM job or site set-up may leak into the test cluster.
+    for key in list(env):
+        if key.startswith(("SLURM_", "SBATCH_", "SRUN_", "SALLOC_", "TRAINDYN_SLURM_")):
+            del env[key]
     return env
 
 
@@ -65,26 +73,37 @@ def _stop(proc: subprocess.Popen) -> None:
         proc.wait(timeout=10)
 
 
+class _Snakemake:
+    """snakemake on the repository's Snakefile in ``cwd``, in the background, output to a file."""
+
+    def __init__(self, args: list[str], cwd: Path, env: dict[str, str]):
+        self.cmd = [shutil.which("snakemake", path=env["PATH"]), "-s", str(ROOT / "Snakefile"),
+                    "--directory", str(cwd), *args]  # fmt: skip
+        self.log = cwd / f"snakemake-{time.monotonic_ns()}.out"
+        with open(self.log, "wb") as out:
+            self.proc = subprocess.Popen(self.cmd, cwd=cwd, env=env, stdout=out, stderr=subprocess.STDOUT,
+                                         start_new_session=True)  # fmt: skip
+
+    def finish(self, timeout: float, cluster: SlurmCluster | None = None) -> subprocess.CompletedProcess:
+        """Wait at most ``timeout`` seconds; on timeout kill it and fail with what it and SLURM said."""
+        try:
+            self.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            _stop(self.proc)  # SIGTERM: snakemake cancels its SLURM jobs
+            queue = cluster.run("squeue", check=False) if cluster else ""
+            pytest.fail(
+                f"snakemake did not finish within {timeout:.0f} s: {' '.join(self.cmd)}\n"
+                f"--- last output ---\n{self.log.read_text()[-6000:]}\n--- squeue ---\n{queue}\n"
+                + (cluster.log_tails() if cluster else ""),
+                pytrace=False,
+            )
+        return subprocess.CompletedProcess(self.cmd, self.proc.returncode, self.log.read_text(), "")
+
+
 def _snakemake(args: list[str], cwd: Path, env: dict[str, str], timeout: float,
                cluster: SlurmCluster | None = None) -> subprocess.CompletedProcess:  # fmt: skip
-    """Run snakemake on the repository's Snakefile in ``cwd``, killed after ``timeout`` seconds."""
-    exe = shutil.which("snakemake", path=env["PATH"])
-    cmd = [exe, "-s", str(ROOT / "Snakefile"), "--directory", str(cwd), *args]
-    proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            text=True, start_new_session=True)  # fmt: skip
-    try:
-        out, _ = proc.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        _stop(proc)  # SIGTERM: snakemake cancels its SLURM jobs
-        out, _ = proc.communicate()
-        queue = cluster.run("squeue", check=False) if cluster else ""
-        pytest.fail(
-            f"snakemake did not finish within {timeout:.0f} s: {' '.join(cmd)}\n"
-            f"--- last output ---\n{out[-6000:]}\n--- squeue ---\n{queue}\n"
-            + (cluster.log_tails() if cluster else ""),
-            pytrace=False,
-        )
-    return subprocess.CompletedProcess(cmd, proc.returncode, out, "")
+    """Run snakemake in ``cwd`` and return its result (output in ``stdout``)."""
+    return _Snakemake(args, cwd, env).finish(timeout, cluster)
 
 
 # -- fixtures --------------------------------------------------------------------------------
@@ -133,8 +152,6 @@ def mlflow_server(tmp_path_factory):
 @pytest.fixture(scope="module")
 def cluster():
     """The single-node cluster; fails (never skips silently) where it cannot start."""
-    if os.environ.get("TRAINDYN_SKIP_SLURM") == "1":
-        pytest.skip("TRAINDYN_SKIP_SLURM=1: SLURM tests skipped on request")
     try:
         with slurm_cluster() as running:
             yield running
@@ -169,6 +186,7 @@ def _cluster_args(*config: str) -> list[str]:
 @dataclass
 class SlurmRun:
     work: Path
+    dry_run: str
     result: subprocess.CompletedProcess
     train_runs: list[str]
     run_uuid: str | None
@@ -179,36 +197,54 @@ class SlurmRun:
 
 
 @pytest.fixture(scope="module")
-def slurm_run(mlflow_server, cluster, tmp_path_factory) -> SlurmRun:
-    """The data stage, the dataset figure and N_TRAIN training runs, through SLURM."""
+def slurm_run(mlflow_server, local_reference, tmp_path_factory, request) -> SlurmRun:
+    """The data stage, the dataset figure and N_TRAIN training runs, through SLURM.
+
+    The MLflow server, the local reference run and a dry run (no SLURM needed) start first
+    and go on while the cluster installs and starts.
+    """
     work = tmp_path_factory.mktemp("slurm-run")
-    env = _slurm_env(cluster)
-    mlflow_server.wait_ready()
     # As workflow/profiles/README.md tells users: every job logs live to the server.
     args = _cluster_args("--config", f"tracking={{uri: {mlflow_server.uri}, defer: []}}")
-    dry = _snakemake([*args, "-n"], work, env, 120)
+    dry_run = _Snakemake([*args, "-n"], work, _venv_env())
+    cluster = request.getfixturevalue("cluster")
+    dry = dry_run.finish(180)
     assert dry.returncode == 0, f"dry run through the slurm profile failed:\n{dry.stdout[-5000:]}"
     runs = sorted(set(re.findall(r"results/runs/scaling/([^/\s,]+)/final\.json", dry.stdout)))
     assert len(runs) >= N_TRAIN, f"the tiny scaling study has {runs}, fewer than {N_TRAIN} runs"
     train_runs = runs[:N_TRAIN]
     targets = ["results/notebooks/data_overview.ipynb",
                *[f"results/runs/scaling/{r}/final.json" for r in train_runs]]  # fmt: skip
-    result = _snakemake([*targets, *args], work, env, SNAKEMAKE_TIMEOUT, cluster)
+    mlflow_server.wait_ready()
+    result = _snakemake([*targets, *args], work, _slurm_env(cluster), SNAKEMAKE_TIMEOUT, cluster)
     uuid = re.search(r"SLURM run ID: (\S+)", result.stdout)
-    return SlurmRun(work, result, train_runs, uuid.group(1) if uuid else None)
+    return SlurmRun(work, dry.stdout, result, train_runs, uuid.group(1) if uuid else None)
 
 
 @pytest.fixture(scope="module")
-def local_data(tmp_path_factory) -> Path:
-    """The data stage of the tiny config run locally (the reference outputs)."""
+def local_reference(tmp_path_factory):
+    """The data stage of the tiny config run locally: the outputs SLURM's must equal.
+
+    Started before the cluster and left running while packages install and daemons start.
+    """
     work = tmp_path_factory.mktemp("local-run")
     # Targets first: options such as --configfile take every word after them.
     args = [*[f"results/data/{d}" for d in DATASETS],
             "--workflow-profile", str(ROOT / "workflow/profiles/local"), "--cores", str(os.cpu_count()),
             "--configfile", str(TINY), _overlay(work, {"tracking": {"enabled": False}})]  # fmt: skip
-    out = _snakemake(args, work, _venv_env(), 600)
+    run = _Snakemake(args, work, _venv_env())
+    try:
+        yield run
+    finally:
+        _stop(run.proc)
+
+
+@pytest.fixture(scope="module")
+def local_data(local_reference) -> Path:
+    """The folder results/data of the finished local reference run."""
+    out = local_reference.finish(600)
     assert out.returncode == 0, f"local reference run failed:\n{out.stdout[-5000:]}"
-    return work / "results" / "data"
+    return local_reference.log.parent / "results" / "data"
 
 
 def _require_success(run: SlurmRun, cluster: SlurmCluster) -> None:
@@ -221,25 +257,22 @@ def _require_success(run: SlurmRun, cluster: SlurmCluster) -> None:
 
 
 # -- tests -----------------------------------------------------------------------------------
-def test_slurm_profile_dry_run_groups_jobs(tmp_path):
-    """The profile parses, groups data and training jobs, and tolerates absent groups."""
-    env = _venv_env()
-    base = ["-n", "--workflow-profile", str(PROFILE), "--configfile", str(TINY)]
-    for sub in ("full", "no-scaling"):
-        (tmp_path / sub).mkdir()
-    full = _snakemake(base, tmp_path / "full", env, 120)
-    assert full.returncode == 0, full.stdout[-5000:]
-    assert "Group job data" in full.stdout and "Group job train" in full.stdout, full.stdout[-5000:]
-    # No training rule in the DAG: the `train` group-components entry must not matter.
+def test_slurm_profile_tolerates_groups_absent_from_the_dag(tmp_path):
+    """Without training rules in the DAG, the profile's `train` group entry changes nothing.
+
+    Needs no SLURM: a dry run. (With the scaling study, see test_jobs_run_as_grouped_slurm_jobs.)
+    """
     no_scaling = _overlay(tmp_path, {"scaling": {"enabled": False}})
-    bare = _snakemake([*base, no_scaling], tmp_path / "no-scaling", env, 120)
-    assert bare.returncode == 0, bare.stdout[-5000:]
-    assert "Group job data" in bare.stdout and "train_scaling" not in bare.stdout, bare.stdout[-5000:]
+    out = _snakemake(["-n", "--workflow-profile", str(PROFILE), "--configfile", str(TINY), no_scaling],
+                     tmp_path, _venv_env(), 120)  # fmt: skip
+    assert out.returncode == 0, out.stdout[-5000:]
+    assert "Group job data" in out.stdout and "train_scaling" not in out.stdout, out.stdout[-5000:]
 
 
-@pytest.mark.slurm
-@pytest.mark.slow
+@cluster_test
 def test_jobs_run_as_grouped_slurm_jobs(slurm_run, cluster):
+    dry = slurm_run.dry_run
+    assert "Group job data" in dry and "Group job train" in dry, f"no data or train group:\n{dry[-5000:]}"
     _require_success(slurm_run, cluster)
     assert slurm_run.run_uuid, f"no 'SLURM run ID' in the output:\n{slurm_run.output[-3000:]}"
     rows = cluster.run("sacct", "-X", "-n", "-P", "--name", slurm_run.run_uuid,
@@ -253,8 +286,7 @@ def test_jobs_run_as_grouped_slurm_jobs(slurm_run, cluster):
     assert len(logs) == 3, f"expected one SLURM log per SLURM job, found {logs}"
 
 
-@pytest.mark.slurm
-@pytest.mark.slow
+@cluster_test
 def test_slurm_outputs_equal_local_outputs(slurm_run, cluster, local_data):
     _require_success(slurm_run, cluster)
     for dataset in DATASETS:
@@ -272,8 +304,7 @@ def test_slurm_outputs_equal_local_outputs(slurm_run, cluster, local_data):
                 )
 
 
-@pytest.mark.slurm
-@pytest.mark.slow
+@cluster_test
 def test_every_slurm_job_is_tracked_on_the_mlflow_server(slurm_run, cluster, mlflow_server):
     from mlflow.tracking import MlflowClient
 
@@ -294,8 +325,7 @@ def test_every_slurm_job_is_tracked_on_the_mlflow_server(slurm_run, cluster, mlf
     assert got == want
 
 
-@pytest.mark.slurm
-@pytest.mark.slow
+@cluster_test
 def test_gpu_requests_reach_slurm_one_gpu_per_group_job(slurm_run, cluster, tmp_path):
     """`gpu` resources become --gpus; a group of GPU runs asks for one GPU, not one per run.
 
