@@ -52,6 +52,30 @@ def _fill_defaults(node: dict[str, Any], sub: dict[str, Any]) -> None:
             _fill_defaults(node[key], prop)
 
 
+def _coerce_strings(node: Any, sub: dict[str, Any]) -> Any:
+    # `snakemake --config key='{a: 1}'` hands nested values over as strings ("1"): read a
+    # string as YAML wherever the schema expects something else, before validating.
+    types = sub.get("type")
+    types = set(types) if isinstance(types, list) else {types} if types else set()
+    if isinstance(node, str) and "string" not in types and "enum" not in sub and types:
+        try:
+            return yaml.safe_load(node)
+        except yaml.YAMLError:
+            return node
+    if isinstance(node, str) and "enum" in sub and node not in sub["enum"]:
+        try:
+            parsed = yaml.safe_load(node)
+        except yaml.YAMLError:
+            return node
+        return parsed if parsed in sub["enum"] else node
+    if isinstance(node, dict):
+        props = sub.get("properties", {})
+        return {k: _coerce_strings(v, props.get(k, {})) for k, v in node.items()}
+    if isinstance(node, list) and "items" in sub:
+        return [_coerce_strings(v, sub["items"]) for v in node]
+    return node
+
+
 def _describe(error: jsonschema.ValidationError) -> str:
     key = ".".join(str(p) for p in error.absolute_path) or "<top level>"
     if error.validator == "additionalProperties":
@@ -78,8 +102,8 @@ def resolve(raw: dict[str, Any]) -> dict[str, Any]:
     Raises:
         ConfigError: Listing every problem at once (unknown keys, types, ranges).
     """
-    cfg = copy.deepcopy(raw) if raw else {}
     sch = schema()
+    cfg = _coerce_strings(copy.deepcopy(raw) if raw else {}, sch)
     _fill_defaults(cfg, sch)
     validator = jsonschema.Draft202012Validator(sch)
     errors = sorted(validator.iter_errors(cfg), key=lambda e: list(map(str, e.absolute_path)))

@@ -91,3 +91,17 @@ def test_hash_is_stable_and_sensitive():
     a = C.load_config([]).hash
     assert a == C.load_config([]).hash
     assert a != C.load_config([], ["data.split_seed=1"]).hash
+
+
+def test_snakemake_style_string_leaves_are_read_by_their_schema_type():
+    # snakemake --config scaling='{seeds: [0, 1]}' delivers nested leaves as strings
+    raw = {"scaling": {"seeds": ["0", "1"], "training": {"steps": "30", "loss": "mse"}},
+           "tracking": {"enabled": "false"}, "data": {"max_train": "null"}}
+    cfg = C.resolve(raw)
+    assert cfg["scaling"]["seeds"] == [0, 1]
+    assert cfg["scaling"]["training"]["steps"] == 30 and cfg["scaling"]["training"]["loss"] == "mse"
+    assert cfg["tracking"]["enabled"] is False and cfg["data"]["max_train"] is None
+    sch = C.schema()["properties"]["scaling"]["properties"]["depth_sweep"]["properties"]["alphas"]
+    assert C._coerce_strings(["0.5", "1"], sch) == [0.5, 1]
+    with pytest.raises(C.ConfigError, match="scaling.training.steps"):
+        C.resolve({"scaling": {"training": {"steps": "many"}}})
