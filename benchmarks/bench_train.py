@@ -10,7 +10,7 @@ Side by side in one process, on the same model, data and batches:
       forward, backward, step; no eval, no checkpoint, no logging.
 Both include loading the dataset and building the model. Each repeat runs both, alternating
 which goes first; the median over repeats is reported. Components of (a) are timed by
-wrapping the loop's private helpers (``_Data``, ``build``, ``_evaluate``, ``_checkpoint``,
+wrapping the loop's private helpers (``RunData``, ``build``, ``_evaluate``, ``_checkpoint``,
 ``_write_outputs``); what is left of ``train`` is the step loop itself.
 
 Usage: python benchmarks/bench_train.py [--data-dir results/data/fashion-mnist] [--steps 1000]
@@ -79,7 +79,7 @@ class _Timers:
         setattr(_loop, name, timed)
 
     def __enter__(self):
-        self._wrap("_Data", "setup_data")
+        self._wrap("RunData", "setup_data")
         self._wrap("build", "setup_model")
         self._wrap("_evaluate", "eval")
         self._wrap("_checkpoint", "checkpoint")
@@ -213,15 +213,17 @@ def main() -> None:
     parser.add_argument("--width", type=int, default=256)
     parser.add_argument("--depth", type=int, default=2)
     parser.add_argument("--lr", type=float, default=0.1)
-    parser.add_argument("--batch-size", type=int, default=128)
-    parser.add_argument("--eval-every", type=int, default=100)
-    parser.add_argument("--eval-examples", type=int, default=2048)
+    # Evaluation and batch size as the scaling study runs them (the schema's defaults).
+    study = load_config([]).raw["scaling"]["training"]
+    parser.add_argument("--batch-size", type=int, default=study["batch_size"])
+    parser.add_argument("--eval-every", type=int, default=study["eval_every"])
+    parser.add_argument("--eval-examples", type=int, default=study["eval_examples"])
     parser.add_argument("--checkpoint-every", type=int, default=0, help="0: steps // 4")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--device", default="cpu", help="cpu, cuda or auto")
-    parser.add_argument("--deferred", action="store_true",
-                        help="track with a deferred record (tracking.json) instead of the sqlite store")  # fmt: skip
+    parser.add_argument("--live", dest="deferred", action="store_false",
+                        help="log live to the sqlite store instead of the pipeline default, a deferred record")  # fmt: skip
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     device = _loop.default_device() if args.device == "auto" else torch.device(args.device)
