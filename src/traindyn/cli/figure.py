@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import time
 from pathlib import Path
 
 import yaml
@@ -40,8 +41,11 @@ def run(args: argparse.Namespace, cfg: Config) -> int:
     name = Path(args.notebook).stem
     with job_run(cfg.tracking, NAME, name, {"figure": name}, cfg.hash) as job:
         job.log_params(params)
+        start = time.time()
         executed = render_notebook(args.notebook, args.executed, params)
         job.log_artifact(executed)
-        for path in sorted(Path(args.figures_dir).glob(f"{name}*.png")):
-            job.log_artifact(path, "figures")
+        # The figures this notebook wrote: those written since it started.
+        for path in sorted(Path(args.figures_dir).glob("*.png")):
+            if path.stat().st_mtime >= start - 1:
+                job.log_artifact(path, "figures")
     return 0
