@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
-__all__ = ["save_figure", "setup_style"]
+__all__ = ["FIGURE_LOG_ENV", "save_figure", "setup_style"]
+
+#: File (set by ``traindyn figure``) to which save_figure appends every path it writes.
+FIGURE_LOG_ENV = "TRAINDYN_FIGURE_LOG"
 
 
 def setup_style(figures_dir: str | Path) -> Path:
@@ -24,6 +28,10 @@ def save_figure(fig, out: Path, name: str, formats: list[str], dpi: int) -> None
     """Write ``fig`` as ``out/name.{fmt}`` for every format, then close it."""
     import matplotlib.pyplot as plt
 
-    for fmt in formats:
-        fig.savefig(out / f"{name}.{fmt}", dpi=dpi, bbox_inches="tight")
+    paths = [out / f"{name}.{fmt}" for fmt in formats]
+    for path in paths:
+        fig.savefig(path, dpi=dpi, bbox_inches="tight")
     plt.close(fig)
+    if os.environ.get(FIGURE_LOG_ENV):
+        with open(os.environ[FIGURE_LOG_ENV], "a") as log:
+            log.writelines(f"{p.resolve()}\n" for p in paths)

@@ -91,6 +91,10 @@ def test_tiny_dag_end_to_end(tmp_path, venv_env):
     stages = sorted(r.data.tags["stage"] for r in jobs)
     assert stages.count("data") == len(tiny["data"]["datasets"])
     assert stages.count("figure") == 3
+    # Each figure job carries exactly the figures its notebook wrote.
+    logged = sorted(a.path.split("/")[-1] for r in jobs if r.data.tags["stage"] == "figure"
+                    for a in client.list_artifacts(r.info.run_id, "figures"))
+    assert logged == sorted(p.name for p in (results / "figures").glob("*.png"))
     # Training runs were recorded by their jobs and imported by the aggregation, once each.
     runs_dir = results / "runs/scaling"
     assert stages.count("train") == len(list(runs_dir.iterdir()))

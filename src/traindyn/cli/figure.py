@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import argparse
-import time
+import os
+import tempfile
 from pathlib import Path
 
 import yaml
 
 from ..config import Config
+from ..plotting import FIGURE_LOG_ENV
 
 NAME = "figure"
 HELP = "execute a figure notebook (jupytext py:percent) with papermill; figures land in --figures-dir"
@@ -41,11 +43,12 @@ def run(args: argparse.Namespace, cfg: Config) -> int:
     name = Path(args.notebook).stem
     with job_run(cfg.tracking, NAME, name, {"figure": name}, cfg.hash) as job:
         job.log_params(params)
-        start = time.time()
-        executed = render_notebook(args.notebook, args.executed, params)
-        job.log_artifact(executed)
-        # The figures this notebook wrote: those written since it started.
-        for path in sorted(Path(args.figures_dir).glob("*.png")):
-            if path.stat().st_mtime >= start - 1:
-                job.log_artifact(path, "figures")
+        # The kernel inherits this variable; save_figure lists every file it writes there.
+        with tempfile.NamedTemporaryFile("r", suffix=".txt") as written:
+            os.environ[FIGURE_LOG_ENV] = written.name
+            executed = render_notebook(args.notebook, args.executed, params)
+            job.log_artifact(executed)
+            for path in sorted(set(written.read().split())):
+                if path.endswith(".png"):
+                    job.log_artifact(path, "figures")
     return 0
