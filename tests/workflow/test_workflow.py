@@ -104,7 +104,8 @@ def test_tiny_dag_end_to_end(tmp_path, venv_env):
     start = time.perf_counter()
     again = snakemake(args, tmp_path, venv_env)
     assert again.returncode == 0 and "Nothing to be done" in again.stdout + again.stderr
-    assert time.perf_counter() - start < 10
+    # 3 s on an idle 2-core machine; the bound leaves room for a loaded CI machine.
+    assert time.perf_counter() - start < 20
     # The HTML report holds every figure with its caption.
     report = snakemake([*args, "--report", "results/report.html"], tmp_path, venv_env)
     assert report.returncode == 0, report.stdout[-3000:] + report.stderr[-3000:]
