@@ -1,5 +1,3 @@
-import dataclasses
-
 import pandas as pd
 import pytest
 import torch
@@ -52,17 +50,21 @@ def test_missing_snapshots_are_named(digits, tmp_path):
 
 
 def test_snapshots_are_the_weights_at_those_steps(digits, tmp_path):
-    spec = _spec(steps=10)
-    train(spec, digits, tmp_path / "a", progress=False)
-    short = dataclasses.replace(spec, steps=5, schedule="cosine")
-    # a 5-step run with the same schedule horizon differs, so compare against a resumed view:
-    first = torch.load(tmp_path / "a/snapshots/step_000000.pt")
-    torch.manual_seed(spec.seed)
     from traindyn.train import RunData, build
 
-    data = RunData(short, digits, torch.device("cpu"))
-    model, _ = build(short, data.model_dims(), torch.device("cpu"))
-    for k, v in model.state_dict().items():
-        assert torch.equal(first[k], v)
-    assert sorted(p.name for p in (tmp_path / "a/snapshots").iterdir()) == [
+    long, short = _spec(steps=10, schedule="constant"), _spec(steps=5, schedule="constant")
+    train(long, digits, tmp_path / "long", progress=False)
+    train(short, digits, tmp_path / "short", progress=False)
+    assert sorted(p.name for p in (tmp_path / "long/snapshots").iterdir()) == [
         "step_000000.pt", "step_000005.pt", "step_000010.pt"]
+    # Step 0 is the initialisation ...
+    data = RunData(long, digits, torch.device("cpu"))
+    model, _ = build(long, data.model_dims(), torch.device("cpu"))
+    first = torch.load(tmp_path / "long/snapshots/step_000000.pt")
+    assert all(torch.equal(first[k], v) for k, v in model.state_dict().items())
+    # ... and step 5 of the long run is where a run that stops at step 5 ends, not later weights.
+    mid = torch.load(tmp_path / "long/snapshots/step_000005.pt")
+    end = torch.load(tmp_path / "short/snapshots/step_000005.pt")
+    last = torch.load(tmp_path / "long/snapshots/step_000010.pt")
+    assert all(torch.equal(mid[k], end[k]) for k in mid)
+    assert not all(torch.equal(mid[k], last[k]) for k in mid)

@@ -32,6 +32,7 @@ def run(args: argparse.Namespace, cfg: Config) -> int:
     """Rebuild the run's model, load each snapshot in order and measure it."""
     import json
 
+    from ..scaling import spectra_settings
     from ..spectra import SpectraCallback, spectra_over_snapshots
     from ..track import job_run
     from ..train import RunSpec
@@ -41,9 +42,8 @@ def run(args: argparse.Namespace, cfg: Config) -> int:
     if not final.is_file():
         raise FileNotFoundError(f"{final} is missing: train the run first (traindyn train ...)")
     spec = RunSpec.from_dict(json.loads(final.read_text())["spec"])
-    sh = cfg.raw["scaling"]["sharpness"]
-    settings = {**{"every": sh["every"], "measures": sh["measures"], "n_ntk": sh["n_ntk"],
-                   "tol": sh["tol"], "max_iter": sh["max_iter"]}, **spec.extra.get("spectra", {})}  # fmt: skip
+    # What the run measured during training, else what the config's sharpness section says.
+    settings = {**spectra_settings(cfg.raw["scaling"]), **spec.extra.get("spectra", {})}
     settings["every"] = args.every or settings["every"]
     settings["measures"] = args.measures or settings["measures"]
     callback = SpectraCallback(**settings, seed=spec.seed)

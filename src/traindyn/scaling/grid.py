@@ -6,7 +6,7 @@ from typing import Any
 
 from ..train.spec import RunSpec, run_id
 
-__all__ = ["STUDY", "scaling_runs"]
+__all__ = ["STUDY", "scaling_runs", "spectra_settings"]
 
 STUDY = "scaling"
 
@@ -23,7 +23,8 @@ def _base(cfg: dict[str, Any]) -> dict[str, Any]:
     }  # fmt: skip
 
 
-def _spectra(cfg: dict[str, Any]) -> dict[str, Any]:
+def spectra_settings(cfg: dict[str, Any]) -> dict[str, Any]:
+    """``SpectraCallback`` arguments from the ``scaling.sharpness`` section (``cfg`` = ``scaling``)."""
     sh = cfg["sharpness"]
     return {"every": sh["every"], "measures": list(sh["measures"]), "n_ntk": sh["n_ntk"],
             "tol": sh["tol"], "max_iter": sh["max_iter"]}  # fmt: skip
@@ -40,7 +41,7 @@ def scaling_runs(cfg: dict[str, Any]) -> dict[str, RunSpec]:
         return runs
     base, loss = _base(cfg), cfg["training"]["loss"]
     sh = cfg["sharpness"]
-    measured = {"spectra": _spectra(cfg), "fixed_batch_size": sh["batch_size"]}
+    measured = {"spectra": spectra_settings(cfg), "fixed_batch_size": sh["batch_size"]}
     ws = cfg["width_sweep"]
     if ws["enabled"]:
         for param in ws["parameterizations"]:

@@ -144,15 +144,19 @@ class JobRun:
         """Log scalar metrics at ``step`` (non-finite values are skipped: they are not data)."""
         self.log_metric_rows([(k, v, step or 0) for k, v in metrics.items()])
 
-    def log_metric_rows(self, rows: list[tuple[str, float, int]]) -> None:
-        """Log many ``(key, value, step)`` rows in batched transactions."""
+    def log_metric_rows(self, rows: list[tuple]) -> None:
+        """Log many ``(key, value, step)`` rows in batched transactions.
+
+        A row may carry a fourth item, its timestamp in ms (deferred records keep the time
+        they were measured); otherwise now. Non-finite values are skipped.
+        """
         if self.run_id is None:
             return
         from mlflow.entities import Metric
 
         now = int(time.time() * 1000)
-        items = [Metric(k, float(v), now, int(s)) for k, v, s in rows
-                 if v is not None and math.isfinite(float(v))]  # fmt: skip
+        items = [Metric(r[0], float(r[1]), int(r[3]) if len(r) > 3 else now, int(r[2])) for r in rows
+                 if r[1] is not None and math.isfinite(float(r[1]))]  # fmt: skip
         for i in range(0, len(items), 1000):
             _retry(self._client.log_batch, self.run_id, metrics=items[i : i + 1000])
 

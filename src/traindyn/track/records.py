@@ -99,16 +99,12 @@ def import_records(cfg: TrackingConfig, paths: Iterable[str | Path]) -> int:
     for rec in records:
         if rec["record_id"] in known:
             continue
-        from mlflow.entities import Metric
-
         tags = {**rec["tags"], "traindyn.record_id": rec["record_id"]}
         run = _retry(client.create_run, exp, start_time=rec["start_time"], tags=tags,
                      run_name=rec["run_name"])  # fmt: skip
         job = JobRun(client, run.info.run_id)
         job.log_params(rec["params"])
-        metrics = [Metric(k, v, t, s) for k, v, s, t in rec["metrics"] if v == v and abs(v) != float("inf")]
-        for i in range(0, len(metrics), 1000):
-            _retry(client.log_batch, run.info.run_id, metrics=metrics[i : i + 1000])
+        job.log_metric_rows(rec["metrics"])  # rows (key, value, step, timestamp)
         for path, artifact_path in rec["artifacts"]:
             job.log_artifact(path, artifact_path)
         _retry(client.set_terminated, run.info.run_id, rec["status"], end_time=rec["end_time"])
