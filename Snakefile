@@ -13,6 +13,9 @@ include: "workflow/rules/scaling.smk"
 include: "workflow/rules/figures.smk"
 
 
+# Each further study: its rules (train, analysis, figures) in one file, extending ALL_FIGURES.
+
+
 # Every figure the pipeline knows.
 rule all:
     default_target: True

@@ -108,24 +108,27 @@ def resolve(raw: dict[str, Any]) -> dict[str, Any]:
     validator = jsonschema.Draft202012Validator(sch)
     errors = sorted(validator.iter_errors(cfg), key=lambda e: list(map(str, e.absolute_path)))
     problems = [_describe(e) for e in errors]
-    problems += _cross_checks(cfg)
+    # Cross-key checks read values as the schema types them: skip the sections that failed.
+    failed = {str(e.absolute_path[0]) if e.absolute_path else "<top level>" for e in errors}
+    if "<top level>" not in failed:
+        problems += _cross_checks(cfg, failed)
     if problems:
         raise ConfigError(problems)
     return cfg
 
 
-def _cross_checks(cfg: dict[str, Any]) -> list[str]:
+def _cross_checks(cfg: dict[str, Any], failed: set[str]) -> list[str]:
     problems = []
-    data = cfg.get("data", {})
+    data = cfg["data"]
     for name, key in (("cifar10", "cifar10_dir"), ("wikitext2", "wikitext2_dir")):
-        if name in data.get("datasets", []) and not data.get(key):
+        if "data" not in failed and name in data["datasets"] and not data[key]:
             problems.append(
                 f"data.datasets lists {name!r} but data.{key} is null: set it to the folder "
                 "holding the dataset's standard files"
             )
     from .studies import cross_checks  # studies add their own checks on the grid
 
-    problems += cross_checks(cfg)
+    problems += cross_checks(cfg, skip=failed)
     return problems
 
 

@@ -1,24 +1,49 @@
-"""The registry of studies: which runs each has (by readable id) and cross-key config checks."""
+"""The registry of studies: each name maps to the module that holds its pieces.
+
+A study module (``traindyn.<study>``) exposes:
+
+- ``runs(cfg) -> dict[str, RunSpec]``: every run of the resolved config, keyed by run id;
+- ``checks(cfg) -> list[str]``: cross-key problems of a config that passed the schema;
+- ``callbacks(spec) -> list[Callback]``: what the study measures or changes in one run;
+- ``aggregate(run_dirs, out_dir, cfg) -> dict``: finished runs -> tables + summary.json.
+
+Adding a study adds one entry to ``STUDIES`` (and its schema section), not a branch in
+every function. The study modules are imported lazily: config validation must not pay
+for torch.
+"""
 
 from __future__ import annotations
 
 import difflib
+import importlib
+from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 from .train.spec import RunSpec
 
-__all__ = ["STUDIES", "cross_checks", "run_spec", "study_runs"]
+__all__ = ["STUDIES", "aggregate", "callbacks", "cross_checks", "run_spec", "study_module", "study_runs"]
 
-STUDIES = ("scaling",)
+# study name -> module holding runs / checks / callbacks / aggregate
+STUDIES: dict[str, str] = {
+    "scaling": "traindyn.scaling.study",
+}
+
+
+def study_module(study: str) -> ModuleType:
+    """The module of ``study`` (see the module docstring for what it exposes).
+
+    Raises:
+        ValueError: If no study has that name.
+    """
+    if study not in STUDIES:
+        raise ValueError(f"unknown study {study!r}; choose one of {list(STUDIES)}")
+    return importlib.import_module(STUDIES[study])
 
 
 def study_runs(cfg: dict[str, Any], study: str) -> dict[str, RunSpec]:
-    """Every run of ``study`` in the resolved config, keyed by run id."""
-    if study == "scaling":
-        from .scaling.grid import scaling_runs
-
-        return scaling_runs(cfg["scaling"])
-    raise ValueError(f"unknown study {study!r}; choose one of {list(STUDIES)}")
+    """Every run of ``study`` in the resolved config, keyed by run id (empty when disabled)."""
+    return study_module(study).runs(cfg)
 
 
 def run_spec(cfg: dict[str, Any], study: str, run: str) -> RunSpec:
@@ -35,41 +60,28 @@ def run_spec(cfg: dict[str, Any], study: str, run: str) -> RunSpec:
     return runs[run]
 
 
-def cross_checks(cfg: dict[str, Any]) -> list[str]:
-    """Return problems that span several keys of a resolved config (empty when fine)."""
+def callbacks(study: str, spec: RunSpec) -> list:
+    """The callbacks one run of ``study`` trains with."""
+    return study_module(study).callbacks(spec)
+
+
+def aggregate(study: str, run_dirs: list[Path], out_dir: Path, cfg: dict[str, Any]) -> dict[str, Any]:
+    """Aggregate the finished runs of ``study``; returns its summary."""
+    return study_module(study).aggregate(run_dirs, out_dir, cfg)
+
+
+def cross_checks(cfg: dict[str, Any], skip: set[str] = frozenset()) -> list[str]:
+    """Problems that span several keys of a config that passed the schema (empty when fine).
+
+    Args:
+        cfg: The resolved configuration.
+        skip: Top-level sections that failed the schema: their studies are not checked,
+            since their checks would read values of the wrong type.
+    """
     problems = []
-    sc = cfg.get("scaling", {})
-    if sc.get("enabled"):
-        if sc["dataset"] not in cfg["data"]["datasets"]:
-            problems.append(
-                f"scaling.dataset is {sc['dataset']!r} but data.datasets {cfg['data']['datasets']} "
-                "does not prepare it: add it to data.datasets"
-            )
-        ws, sh, ds = sc["width_sweep"], sc["sharpness"], sc["depth_sweep"]
-        text = sc["dataset"] in ("shakespeare", "wikitext2")
-        if ws["enabled"] and (ws["arch"] == "gpt") != text:
-            problems.append(
-                f"scaling.width_sweep.arch={ws['arch']!r} does not fit scaling.dataset="
-                f"{sc['dataset']!r}: gpt trains on shakespeare or wikitext2, the others on images"
-            )
-        if ds["enabled"] and text:
-            problems.append("scaling.depth_sweep (a residual MLP) needs an image dataset: "
-                            "disable it (scaling.depth_sweep.enabled=false) for a text dataset")
-        if sh["enabled"] and ws["enabled"]:
-            for param in ws["parameterizations"]:
-                if sh["lrs"][param] not in ws["lrs"][param]:
-                    problems.append(
-                        f"scaling.sharpness.lrs.{param}={sh['lrs'][param]} is not on the grid "
-                        f"scaling.width_sweep.lrs.{param}={ws['lrs'][param]}: pick one of those"
-                    )
-        if sh["enabled"] and ds["enabled"] and sh["depth_alphas"] and sh["depth_lr"] not in ds["lrs"]:
-            problems.append(
-                f"scaling.sharpness.depth_lr={sh['depth_lr']} is not on the grid "
-                f"scaling.depth_sweep.lrs={ds['lrs']}: pick one of those"
-            )
-        if ws["enabled"] and ws["base_width"] > min(ws["widths"]):
-            problems.append(
-                f"scaling.width_sweep.base_width={ws['base_width']} exceeds the smallest width "
-                f"{min(ws['widths'])}: muP's base width must be one of the narrowest"
-            )
+    for study in STUDIES:
+        if study in skip or "data" in skip:
+            continue
+        if cfg.get(study, {}).get("enabled"):
+            problems += study_module(study).checks(cfg)
     return problems

@@ -18,14 +18,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Add this stage's options."""
     from ..studies import STUDIES
 
-    parser.add_argument("--study", required=True, choices=STUDIES)
+    parser.add_argument("--study", required=True, choices=list(STUDIES))
     parser.add_argument("--runs-dir", help="folder of the study's runs (default results/runs/STUDY)")
     parser.add_argument("--out", help="output folder (default results/analysis/STUDY)")
 
 
 def run(args: argparse.Namespace, cfg: Config) -> int:
     """Aggregate every run of the study that the config lists."""
-    from ..studies import study_runs
+    from ..studies import aggregate, study_runs
     from ..track import import_records, job_run
 
     runs_dir = Path(args.runs_dir or f"results/runs/{args.study}")
@@ -37,10 +37,7 @@ def run(args: argparse.Namespace, cfg: Config) -> int:
                                 "train them first (snakemake does)")  # fmt: skip
     with job_run(cfg.tracking, NAME, args.study, {"study": args.study}, cfg.hash) as job:
         imported = import_records(cfg.tracking, [d / "tracking.json" for d in run_dirs])
-        if args.study == "scaling":
-            from ..scaling import aggregate_scaling
-
-            summary = aggregate_scaling(run_dirs, out)
+        summary = aggregate(args.study, run_dirs, out, cfg.raw)
         job.log_metrics({"runs": len(run_dirs), "tracking_records_imported": imported})
         job.log_artifact(out / "summary.json")
     print(f"{args.study}: {len(run_dirs)} runs, {imported} tracking records imported -> {out}")

@@ -20,7 +20,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     from ..spectra import MEASURES
     from ..studies import STUDIES
 
-    parser.add_argument("--study", required=True, choices=STUDIES)
+    parser.add_argument("--study", required=True, choices=list(STUDIES))
     parser.add_argument("--run", required=True, help="the run's id")
     parser.add_argument("--every", type=int, help="steps between measurements (default: scaling.sharpness.every)")
     parser.add_argument("--measures", nargs="+", choices=MEASURES, help="default: scaling.sharpness.measures")

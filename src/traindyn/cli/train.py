@@ -20,7 +20,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Add this stage's options."""
     from ..studies import STUDIES
 
-    parser.add_argument("--study", required=True, choices=STUDIES)
+    parser.add_argument("--study", required=True, choices=list(STUDIES))
     parser.add_argument("--run", help="the run's id, e.g. mup-w128-d2-lr1-s0")
     parser.add_argument("--list", action="store_true", help="print the study's run ids and exit")
     parser.add_argument("--out", help="run folder (default results/runs/STUDY/RUN)")
@@ -36,6 +36,7 @@ def run(args: argparse.Namespace, cfg: Config) -> int:
 
     import pandas as pd
 
+    from ..studies import callbacks as study_callbacks
     from ..studies import run_spec, study_runs
     from ..track import job_run
     from ..train import default_device, train
@@ -51,7 +52,7 @@ def run(args: argparse.Namespace, cfg: Config) -> int:
     out = Path(args.out or f"results/runs/{args.study}/{spec.run}")
     data_dir = Path(args.data_dir or f"results/data/{spec.dataset}")
     out.mkdir(parents=True, exist_ok=True)
-    callbacks = _callbacks(cfg, args.study, spec)
+    callbacks = study_callbacks(args.study, spec)
     tags = {"study": args.study, "run": spec.run}
     with job_run(cfg.tracking, NAME, spec.run, tags, cfg.hash, record_dir=out) as job:
         job.log_params(spec.to_dict())
@@ -66,12 +67,3 @@ def run(args: argparse.Namespace, cfg: Config) -> int:
     print(f"{spec.run}: {status} -> {out}")
     return 0
 
-
-def _callbacks(cfg: Config, study: str, spec) -> list:
-    """The measurement callbacks the run's spec asks for (``extra["spectra"]``)."""
-    callbacks = []
-    if "spectra" in spec.extra:
-        from ..spectra import SpectraCallback
-
-        callbacks.append(SpectraCallback(**spec.extra["spectra"], seed=spec.seed))
-    return callbacks
