@@ -84,11 +84,17 @@ save(fig, "scaling_sharpness_width")
 # %%
 ntk = width_runs[(width_runs["measure"] == "ntk") & (width_runs["loss_kind"] == "xent")]
 if len(ntk):
-    fig, axes = plt.subplots(1, len(params), figsize=(4.2 * len(params), 3.2), squeeze=False)
-    for ax, p in zip(axes[0], params, strict=True):
-        per_size(ax, ntk[ntk["param"] == p], "width", "eigenvalue")
-        ax.set(title=NAMES[p], ylabel="λmax(NTK)")
-    fig.suptitle("Top eigenvalue of the empirical NTK (J Jᵀ / n, summed over outputs) per width", fontsize=9)
+    # Raw muP NTK eigenvalues scale like 1/N, which its LR (eta0 N/N0) undoes: the second row
+    # shows lambda * eta / eta0, the units in which the sharpness figure compares widths.
+    fig, axes = plt.subplots(2, len(params), figsize=(4.2 * len(params), 6.2), squeeze=False)
+    for col, p in enumerate(params):
+        cell = ntk[ntk["param"] == p]
+        per_size(axes[0][col], cell, "width", "eigenvalue")
+        axes[0][col].set(title=f"{NAMES[p]}: raw", ylabel="λmax(NTK)")
+        per_size(axes[1][col], cell, "width", "sharpness_base_lr_units")
+        axes[1][col].set(title=f"{NAMES[p]}: base-LR units", ylabel="λmax(NTK) · η/η0")
+    fig.suptitle("Top eigenvalue of the empirical NTK (J Jᵀ / n, summed over outputs) per width: "
+                 "raw (top) and in base-LR units λ·η/η0 (bottom)", fontsize=9)
     fig.tight_layout()
     save(fig, "scaling_ntk_width")
 
