@@ -1,3 +1,4 @@
+import numpy as np
 import pandas as pd
 import pytest
 import torch
@@ -5,7 +6,7 @@ import torch
 from traindyn.config import load_config
 from traindyn.data import prepare_dataset
 from traindyn.spectra import SpectraCallback, spectra_over_snapshots
-from traindyn.train import RunSpec, train
+from traindyn.train import Callback, RunSpec, train
 
 
 @pytest.fixture(scope="module")
@@ -50,21 +51,66 @@ def test_missing_snapshots_are_named(digits, tmp_path):
 
 
 def test_snapshots_are_the_weights_at_those_steps(digits, tmp_path):
-    from traindyn.train import RunData, build
+    from traindyn.train import RunData, Trajectory, build
 
     long, short = _spec(steps=10, schedule="constant"), _spec(steps=5, schedule="constant")
     train(long, digits, tmp_path / "long", progress=False)
     train(short, digits, tmp_path / "short", progress=False)
-    assert sorted(p.name for p in (tmp_path / "long/snapshots").iterdir()) == [
-        "step_000000.pt", "step_000005.pt", "step_000010.pt"]
-    # Step 0 is the initialisation ...
+    traj = Trajectory(tmp_path / "long/trajectory")
+    assert traj.steps.tolist() == [0, 5, 10] and traj.weights.dtype == np.float32
+    # Step 0 is the initialisation; only trainable parameters are kept, in named_parameters order.
     data = RunData(long, digits, torch.device("cpu"))
     model, _ = build(long, data.model_dims(), torch.device("cpu"))
-    first = torch.load(tmp_path / "long/snapshots/step_000000.pt")
-    assert all(torch.equal(first[k], v) for k, v in model.state_dict().items())
+    params = dict(model.named_parameters())
+    assert traj.names == list(params) and traj.n_params == sum(p.numel() for p in params.values())
+    first = traj.tensors(traj.weights[0])
+    assert all(torch.equal(first[k], v) for k, v in params.items())
     # ... and step 5 of the long run is where a run that stops at step 5 ends, not later weights.
-    mid = torch.load(tmp_path / "long/snapshots/step_000005.pt")
-    end = torch.load(tmp_path / "short/snapshots/step_000005.pt")
-    last = torch.load(tmp_path / "long/snapshots/step_000010.pt")
-    assert all(torch.equal(mid[k], end[k]) for k in mid)
-    assert not all(torch.equal(mid[k], last[k]) for k in mid)
+    end = Trajectory(tmp_path / "short/trajectory")
+    assert np.array_equal(traj.weights[traj.row(5)], end.weights[end.row(5)])
+    assert not np.array_equal(traj.weights[1], traj.weights[2])
+
+
+def test_a_resumed_run_continues_its_trajectory_at_the_right_row(digits, tmp_path):
+    from traindyn.train import Trajectory
+
+    whole = _spec(steps=20, schedule="constant", checkpoint_every=10)
+    train(whole, digits, tmp_path / "whole", progress=False)
+
+    class Stop(Exception):
+        pass
+
+    class StopAt(Callback):
+        def __init__(self, step):
+            self.at = step
+
+        def on_step_end(self, state, loss):
+            if state.step == self.at:  # after the checkpoint at 10, before the end
+                raise Stop
+
+    with pytest.raises(Stop):
+        train(whole, digits, tmp_path / "cut", callbacks=[StopAt(13)], progress=False)
+    assert Trajectory(tmp_path / "cut/trajectory").steps.tolist() == [0, 5, 10]
+    train(whole, digits, tmp_path / "cut", callbacks=[StopAt(None)], progress=False)
+    a, b = Trajectory(tmp_path / "whole/trajectory"), Trajectory(tmp_path / "cut/trajectory")
+    assert b.steps.tolist() == [0, 5, 10, 15, 20]
+    assert np.array_equal(a.weights, b.weights)
+
+
+def test_buffers_are_not_in_the_trajectory(tmp_path):
+    from traindyn.train import Trajectory, TrajectoryWriter
+
+    model = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.BatchNorm1d(4))
+    model[0].bias.requires_grad_(False)
+    writer = TrajectoryWriter(tmp_path / "t", model, capacity=3, stride=2)
+    writer.write(0)
+    with torch.no_grad():
+        model[0].weight.add_(1.0)
+    writer.write(2)
+    writer.close()
+    traj = Trajectory(tmp_path / "t")
+    assert traj.names == ["0.weight", "1.weight", "1.bias"]  # no frozen bias, no running stats
+    assert len(traj) == 2 and traj.n_params == 12 + 4 + 4
+    assert np.allclose(traj.weights[1, :12] - traj.weights[0, :12], 1.0)
+    with pytest.raises(ValueError, match="has no row"):
+        TrajectoryWriter(tmp_path / "u", model, capacity=3, stride=2).write(3)

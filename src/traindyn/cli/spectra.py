@@ -1,4 +1,4 @@
-"""`traindyn spectra`: the training-time spectra of a finished run, from its weight snapshots."""
+"""`traindyn spectra`: the training-time spectra of a finished run, from its weight trajectory."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from pathlib import Path
 from ..config import Config
 
 NAME = "spectra"
-HELP = "measure Hessian / Gauss-Newton / NTK top eigenvalues over a run's snapshots (post hoc)"
+HELP = "measure Hessian / Gauss-Newton / NTK top eigenvalues over a run's trajectory (post hoc)"
 EPILOG = """examples:
   traindyn train --study scaling --run mup-w128-d2-lr10-s0 --snapshot-every 50
   traindyn spectra --study scaling --run mup-w128-d2-lr10-s0 --every 50 --measures hessian ntk
@@ -29,7 +29,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace, cfg: Config) -> int:
-    """Rebuild the run's model, load each snapshot in order and measure it."""
+    """Rebuild the run's model, load each trajectory row in order and measure it."""
     import json
 
     from ..scaling import spectra_settings

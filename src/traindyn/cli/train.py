@@ -27,7 +27,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data-dir", help="prepared dataset (default results/data/DATASET)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.add_argument("--snapshot-every", type=int, default=0,
-                        help="keep the weights every N steps in RUN/snapshots/ (for traindyn spectra)")  # fmt: skip
+                        help="keep the weights every N steps in RUN/trajectory/ (for traindyn spectra)")  # fmt: skip
 
 
 def run(args: argparse.Namespace, cfg: Config) -> int:

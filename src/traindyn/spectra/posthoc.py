@@ -1,4 +1,4 @@
-"""Spectra after the fact: the training callback's measurements over a run's weight snapshots."""
+"""Spectra after the fact: the training callback's measurements over a run's weight trajectory."""
 
 from __future__ import annotations
 
@@ -12,11 +12,12 @@ from ..train import (
     RunData,
     RunSpec,
     TrainState,
+    Trajectory,
     build,
     default_device,
     lr_factor,
     make_loss,
-    snapshot_path,
+    trajectory_dir,
 )
 from .callback import SpectraCallback
 
@@ -26,18 +27,19 @@ __all__ = ["spectra_over_snapshots"]
 def spectra_over_snapshots(spec: RunSpec, data_dir: str | Path, run_dir: str | Path,
                            callback: SpectraCallback, device: torch.device | None = None,
                            out: str | Path | None = None) -> pd.DataFrame:  # fmt: skip
-    """Measure every snapshot of a finished run exactly as ``SpectraCallback`` does in training.
+    """Measure the rows of a finished run's trajectory exactly as ``SpectraCallback`` does in training.
 
-    The run must have been trained with ``snapshot_every`` a multiple of ``callback.every``
-    dividing its steps; snapshots are visited in step order so that Lanczos warm starts
-    follow the same sequence as during training (the tables then agree to solver
-    tolerance). The learning rate in base-LR units is the one the optimizer had at that
-    step. ``"preconditioned"`` needs Adam's state, which snapshots do not keep.
+    The run must have been trained with ``snapshot_every`` dividing ``callback.every``; rows
+    are visited in step order so that Lanczos warm starts follow the same sequence as
+    during training (the tables then agree to solver tolerance). The learning rate in
+    base-LR units is the one the optimizer had at that step. The trajectory keeps trainable
+    parameters only: buffers (BatchNorm statistics) stay at their initial values.
+    ``"preconditioned"`` needs Adam's state, which the trajectory does not keep.
 
     Args:
         spec: The run's spec (``final.json``'s ``spec``).
         data_dir: The prepared dataset.
-        run_dir: The run's folder, with ``snapshots/``.
+        run_dir: The run's folder, with ``trajectory/``.
         callback: What to measure and how (its ``every`` selects the snapshots).
         device: Defaults to CUDA when available.
         out: Parquet file to write (default ``run_dir/spectra.parquet``).
@@ -46,7 +48,7 @@ def spectra_over_snapshots(spec: RunSpec, data_dir: str | Path, run_dir: str | P
         The long-format table (as the callback's ``spectra`` table, ``source="posthoc"``).
 
     Raises:
-        FileNotFoundError: If the run kept no snapshot at a step the callback measures.
+        FileNotFoundError: If the run kept no trajectory row at a step the callback measures.
         ValueError: If ``"preconditioned"`` is asked for.
     """
     if "preconditioned" in callback.measures:
@@ -54,12 +56,14 @@ def spectra_over_snapshots(spec: RunSpec, data_dir: str | Path, run_dir: str | P
     device = device or default_device()
     run_dir = Path(run_dir)
     steps = list(range(0, spec.steps + 1, callback.every))
-    missing = [str(snapshot_path(run_dir, s)) for s in steps if not snapshot_path(run_dir, s).is_file()]
+    hint = f"train with snapshot_every dividing {callback.every} (the run has snapshot_every={spec.snapshot_every})"
+    try:
+        traj = Trajectory(trajectory_dir(run_dir))
+    except FileNotFoundError as err:
+        raise FileNotFoundError(f"snapshots missing: {err}; {hint}") from None
+    missing = sorted(set(steps) - set(traj.steps.tolist()))
     if missing:
-        raise FileNotFoundError(
-            f"{len(missing)} snapshots missing, e.g. {missing[0]}: train with snapshot_every dividing "
-            f"{callback.every} (the run has snapshot_every={spec.snapshot_every})"
-        )
+        raise FileNotFoundError(f"{len(missing)} snapshots missing in {traj.path}, e.g. step {missing[0]}: {hint}")
     data = RunData(spec, Path(data_dir), device)
     model, optimizer = build(spec, data.model_dims(), device)
     base_lrs = [g["lr"] for g in optimizer.param_groups]
@@ -67,7 +71,7 @@ def spectra_over_snapshots(spec: RunSpec, data_dir: str | Path, run_dir: str | P
                        run_dir=run_dir, base_lr=spec.lr, total_steps=spec.steps,
                        fixed_batch=data.fixed_batch)  # fmt: skip
     for step in steps:
-        model.load_state_dict(torch.load(snapshot_path(run_dir, step), map_location=device))
+        traj.load_into(model, traj.weights[traj.row(step)])
         state.step = step
         # The callback reads the LR of the step just taken (the schedule's value at step-1).
         state.lr_factor = lr_factor(spec, max(step - 1, 0)) if step else 1.0

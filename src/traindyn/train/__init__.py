@@ -3,12 +3,15 @@
 from .callbacks import Callback, TrainState
 from .loop import RunData, build, default_device, lr_factor, make_loss, snapshot_path, train
 from .spec import RunSpec, run_id
+from .trajectory import Trajectory, TrajectoryWriter, trajectory_dir
 
 __all__ = [
     "Callback",
     "RunData",
     "RunSpec",
     "TrainState",
+    "Trajectory",
+    "TrajectoryWriter",
     "build",
     "default_device",
     "lr_factor",
@@ -16,4 +19,5 @@ __all__ = [
     "run_id",
     "snapshot_path",
     "train",
+    "trajectory_dir",
 ]

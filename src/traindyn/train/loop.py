@@ -18,22 +18,21 @@ from torch import nn
 from ..data import load_images, load_tokens, read_manifest
 from .callbacks import Callback, TrainState
 from .spec import RunSpec
+from .trajectory import TrajectoryWriter, trajectory_dir
 
 __all__ = ["RunData", "build", "default_device", "lr_factor", "make_loss", "snapshot_path", "train"]
 
 CHECKPOINT = "checkpoint.pt"
 
 
-def snapshot_path(run_dir: str | Path, step: int) -> Path:
-    """Where the weights at ``step`` are kept when ``spec.snapshot_every`` is set."""
-    return Path(run_dir) / "snapshots" / f"step_{step:06d}.pt"
+def snapshot_path(run_dir: str | Path) -> Path:
+    """The trajectory (``traindyn.train.trajectory``) a run keeps when ``spec.snapshot_every`` is set."""
+    return trajectory_dir(run_dir)
 
 
-def _snapshot(state: TrainState, spec: RunSpec) -> None:
-    if spec.snapshot_every and state.step % spec.snapshot_every == 0:
-        path = snapshot_path(state.run_dir, state.step)
-        path.parent.mkdir(exist_ok=True)
-        _save_atomic({k: v.detach().cpu() for k, v in state.model.state_dict().items()}, path)
+def _snapshot(state: TrainState, spec: RunSpec, writer: TrajectoryWriter | None) -> None:
+    if writer is not None and state.step % spec.snapshot_every == 0:
+        writer.write(state.step)
 
 
 def default_device() -> torch.device:
@@ -254,12 +253,14 @@ def train(spec: RunSpec, data_dir: str | Path, run_dir: str | Path,
     group_lrs = [g["lr"] for g in optimizer.param_groups]
     ckpt_path = run_dir / CHECKPOINT
     rows = _resume(ckpt_path, state, data, callbacks, spec) if ckpt_path.is_file() else []
+    writer = (TrajectoryWriter.for_run(run_dir, model, spec.steps, spec.snapshot_every, state.step)
+              if spec.snapshot_every else None)  # fmt: skip
     model.train()
     for cb in callbacks:
         cb.on_train_start(state)
     if state.step == 0:
         rows += [(0, k, v) for k, v in _evaluate(model, data, loss_fn).items()]
-        _snapshot(state, spec)
+        _snapshot(state, spec, writer)
     bar = tqdm(total=spec.steps, initial=state.step, disable=not progress, mininterval=5,
                file=sys.stderr, desc=spec.run)  # fmt: skip
     while state.step < spec.steps:
@@ -298,10 +299,14 @@ def train(spec: RunSpec, data_dir: str | Path, run_dir: str | Path,
                 state.diverged_at = state.step
                 break
         # snapshot, checkpoint
-        _snapshot(state, spec)
+        _snapshot(state, spec, writer)
         if spec.checkpoint_every and state.step % spec.checkpoint_every == 0 and state.step < spec.steps:
+            if writer is not None:
+                writer.flush()
             _checkpoint(ckpt_path, state, data, rows, callbacks, spec)
     bar.close()
+    if writer is not None:
+        writer.close()
     for cb in callbacks:
         cb.on_train_end(state)
     last = {m: v for _, m, v in rows if m in ("train_loss", "val_loss", "train_acc", "val_acc")}

@@ -59,8 +59,8 @@ class RunSpec:
         context: Sequence length for text datasets.
         grad_clip: Max global gradient norm (0: no clipping).
         fixed_batch_size: Size of the fixed training batch that callbacks measure on.
-        snapshot_every: Keep the model's weights every this many steps (and at step 0) in
-            ``run_dir/snapshots/`` for post-hoc analysis (0: none).
+        snapshot_every: Keep the model's trainable weights every this many steps (and at step
+            0) in the trajectory ``run_dir/trajectory/`` for post-hoc analysis (0: none).
         extra: Study-specific settings read by the study's callbacks.
     """
 
