@@ -4,7 +4,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from traindyn.scaling.analysis import _sharpness_stats, ci95, fit_optimum
+from traindyn.scaling.analysis import (
+    _sharpness_stats,
+    bootstrap_shift,
+    ci95,
+    fit_optimum,
+    mean_curve_shift,
+)
 
 
 def test_fit_recovers_the_vertex_of_a_quadratic_in_log2_lr():
@@ -46,3 +52,32 @@ def test_sharpness_spread_and_ratio_against_a_hand_computed_table():
     assert stats["sharpness_spread"]["ntk"]["mean"] == pytest.approx(math.log(2) / 2)
     assert stats["sharpness_ratio_small_over_large"]["ntk"]["mean"] == pytest.approx(2.0)
     assert stats["sharpness_spread"]["ntk"]["n"] == 2
+
+
+def _planted_runs(optimum_small, optimum_large, seeds=(0, 1, 2, 3, 4), noise=0.0):
+    rng = np.random.default_rng(0)
+    rows = []
+    for seed in seeds:
+        for width, opt in ((32, optimum_small), (512, optimum_large)):
+            for lr in (0.25, 0.5, 1, 2, 4, 8, 16):
+                loss = (math.log2(lr) - math.log2(opt)) ** 2 * 0.1 + 0.4 + noise * rng.normal()
+                rows.append({"width": width, "lr": lr, "seed": seed, "diverged": lr == 16 and seed == 0,
+                             "final_train_loss": None if lr == 16 and seed == 0 else loss})
+    return pd.DataFrame(rows)
+
+
+def test_mean_curve_shift_recovers_a_planted_shift_and_drops_points_any_seed_diverged_at():
+    assert mean_curve_shift(_planted_runs(2 ** 0.4, 2 ** 2.1), "width") == pytest.approx(1.7, abs=1e-9)
+    # Seed 0 diverged at lr 16, so the mean curve stops at 8 and the vertex (2**3.7) is clamped
+    # to 8; without seed 0 lr 16 is a stable point again and the vertex is found.
+    runs = _planted_runs(2 ** 0.4, 2 ** 3.7)
+    assert mean_curve_shift(runs, "width") == pytest.approx(3 - 0.4, abs=1e-9)
+    assert mean_curve_shift(runs[runs["seed"] != 0], "width") == pytest.approx(3.3, abs=1e-9)
+
+
+def test_bootstrap_interval_is_degenerate_without_noise_and_covers_the_shift_with_noise():
+    exact = bootstrap_shift(_planted_runs(1.0, 4.0), "width", n_boot=50)
+    assert exact["shift"] == pytest.approx(2.0) and exact["ci95"] == pytest.approx(0.0, abs=1e-9)
+    noisy = bootstrap_shift(_planted_runs(1.0, 4.0, noise=0.02), "width", n_boot=200)
+    assert noisy["lo"] <= noisy["shift"] <= noisy["hi"] and noisy["ci95"] > 0
+    assert noisy["n_seeds"] == 5

@@ -83,7 +83,7 @@ def _transfer(runs: pd.DataFrame, sweep: str, group: str, axis: str) -> pd.DataF
     return pd.DataFrame(rows)
 
 
-def _shifts(transfer: pd.DataFrame, group: str, axis: str) -> dict[str, Any]:
+def _shifts(transfer: pd.DataFrame, group: str, axis: str, runs: pd.DataFrame | None = None) -> dict[str, Any]:
     out = {}
     for g, cell in transfer.groupby(group):
         small, large = cell[axis].min(), cell[axis].max()
@@ -99,7 +99,72 @@ def _shifts(transfer: pd.DataFrame, group: str, axis: str) -> dict[str, Any]:
                         "best_lr": {str(int(k)): float(v) for k, v in best.items()},
                         "largest_stable_lr": {str(int(k)): float(v) for k, v in stable.items()},
                         "optimum_at_edge_share": float(cell["at_edge"].mean())}  # fmt: skip
+        if runs is not None:
+            out[_key(g)]["mean_curve"] = bootstrap_shift(runs[runs[group] == g], axis)
     return out
+
+
+def _loss_table(cell: pd.DataFrame, axis: str) -> pd.DataFrame:
+    # (size, lr) x seed final train loss, +inf where the run diverged
+    loss = cell["final_train_loss"].where(~cell["diverged"].astype(bool), np.inf)
+    return cell.assign(loss=loss).pivot_table(index=[axis, "lr"], columns="seed", values="loss")
+
+
+def _table_shift(table: pd.DataFrame, axis: str, seeds: list) -> float | None:
+    mean = table[list(seeds)].mean(axis=1)  # inf where any averaged seed diverged
+    sizes = table.index.get_level_values(axis)
+    best = []
+    for size in (sizes.min(), sizes.max()):
+        curve = mean.xs(size, level=axis)
+        best.append(fit_optimum(list(curve.index), [float(v) if math.isfinite(v) else None for v in curve])["best_lr"])
+    return math.log2(best[1] / best[0]) if best[0] and best[1] else None
+
+
+def mean_curve_shift(cell: pd.DataFrame, axis: str, seeds: list | None = None) -> float | None:
+    """LR shift (octaves, largest over smallest ``axis``) fitted to the seed-mean loss curve.
+
+    Args:
+        cell: Runs of one group (parameterization or alpha) with columns ``axis``, ``lr``,
+            ``seed``, ``diverged`` and ``final_train_loss``.
+        axis: ``"width"`` or ``"depth"``.
+        seeds: The seeds to average (repeats allowed: a bootstrap resample); default all.
+
+    Returns:
+        log2(best LR at the largest size / at the smallest), where a grid point counts as
+        diverged when any of the averaged seeds diverged there; None if either fit fails.
+    """
+    table = _loss_table(cell, axis)
+    return _table_shift(table, axis, list(table.columns) if seeds is None else seeds)
+
+
+def bootstrap_shift(cell: pd.DataFrame, axis: str, n_boot: int = 1000, seed: int = 0) -> dict[str, Any]:
+    """The mean-curve LR shift with a percentile bootstrap over seeds.
+
+    Seeds are resampled with replacement ``n_boot`` times and the shift refitted to each
+    resample's mean curve: this interval reflects how the curve's optimum moves with the
+    seeds, where the per-seed t-interval reflects the spread of each seed's own optimum.
+
+    Returns:
+        ``shift`` (all seeds), ``lo`` / ``hi`` (2.5 / 97.5 percentiles), ``ci95``
+        (half-width of that interval) and ``n_seeds``.
+    """
+    table = _loss_table(cell, axis)
+    seeds = list(table.columns)
+    shift = _table_shift(table, axis, seeds)
+    rng = np.random.default_rng(seed)
+    cache: dict[tuple, float | None] = {}  # 5 seeds have only 126 distinct resamples
+    boots = []
+    for _ in range(n_boot):
+        draw = tuple(sorted(rng.choice(seeds, len(seeds))))
+        if draw not in cache:
+            cache[draw] = _table_shift(table, axis, list(draw))
+        boots.append(cache[draw])
+    boots = np.asarray([b for b in boots if b is not None], dtype=float)
+    if shift is None or len(seeds) < 2 or len(boots) == 0:
+        return {"shift": shift, "lo": None, "hi": None, "ci95": None, "n_seeds": len(seeds)}
+    lo, hi = np.percentile(boots, [2.5, 97.5])
+    return {"shift": float(shift), "lo": float(lo), "hi": float(hi), "ci95": float((hi - lo) / 2),
+            "n_seeds": len(seeds)}  # fmt: skip
 
 
 def _key(g) -> str:
@@ -160,10 +225,10 @@ def aggregate_scaling(run_dirs: list[Path], out_dir: Path) -> dict[str, Any]:
     summary: dict[str, Any] = {"n_runs": int(len(runs)), "n_diverged": int(runs["diverged"].sum())}
     width = transfer[transfer["sweep"] == "width"]  # the MSE spectra runs are no LR sweep
     if len(width):
-        summary["lr_shift_octaves"] = _shifts(width, "param", "width")
+        summary["lr_shift_octaves"] = _shifts(width, "param", "width", runs[runs["sweep"] == "width"])
     depth = transfer[transfer["sweep"] == "depth"]
     if len(depth):
-        summary["depth_lr_shift_octaves"] = _shifts(depth, "alpha", "depth")
+        summary["depth_lr_shift_octaves"] = _shifts(depth, "alpha", "depth", runs[runs["sweep"] == "depth"])
     spectra = _spectra_table(run_dirs, runs)
     if len(spectra):
         steps = int(json.loads((run_dirs[0] / "final.json").read_text())["spec"]["steps"])
