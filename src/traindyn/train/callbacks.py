@@ -31,6 +31,8 @@ class TrainState:
         fixed_batch: A fixed training batch ``(x, y)`` on ``device``, for measurements.
         tables: Rows of long-format tables, written as ``run_dir/{name}.parquet``.
         diverged_at: The step at which the loss became NaN, inf or above the cap.
+        data: The run's ``RunData`` (splits on ``device``), for callbacks that evaluate
+            on held-out data; None when a caller builds a state without it.
     """
 
     model: nn.Module
@@ -44,6 +46,7 @@ class TrainState:
     lr_factor: float = 1.0
     step: int = 0
     diverged_at: int | None = None
+    data: Any = None
     tables: dict[str, list[dict[str, Any]]] = field(default_factory=lambda: defaultdict(list))
 
     def record(self, table: str, **row: Any) -> None:

@@ -249,7 +249,7 @@ def train(spec: RunSpec, data_dir: str | Path, run_dir: str | Path,
     loss_fn = make_loss(spec.loss)
     state = TrainState(model=model, optimizer=optimizer, loss_fn=loss_fn, device=device,
                        run_dir=run_dir, base_lr=spec.lr, total_steps=spec.steps,
-                       fixed_batch=data.fixed_batch)  # fmt: skip
+                       fixed_batch=data.fixed_batch, data=data)  # fmt: skip
     group_lrs = [g["lr"] for g in optimizer.param_groups]
     ckpt_path = run_dir / CHECKPOINT
     rows = _resume(ckpt_path, state, data, callbacks, spec) if ckpt_path.is_file() else []
