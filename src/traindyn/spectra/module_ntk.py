@@ -15,7 +15,7 @@ from traindyn.spectra.jacobian import projected_jacobian
 __all__ = ["ModuleNTK", "module_ntk", "output_projections"]
 
 Scalarisation = Literal["class_trace", "trace"]
-Piece = str | tuple[str, int | slice]
+Piece = str | tuple[str, int | slice | tuple]
 
 
 @dataclass(frozen=True)
@@ -124,7 +124,9 @@ def module_ntk(
         modules: Module name -> its parameters: each a parameter name (as in
             ``named_parameters()``, frozen ones included) or ``(name, index)`` for
             rows ``param[index]`` along dim 0 (an int or a slice: a head's rows of
-            a fused QKV weight). Modules must be disjoint.
+            a fused QKV weight), or a tuple index ``param[i0, i1, ...]`` (a block:
+            one head's columns of W_O). Modules must be disjoint (tuple blocks are
+            checked against tuple blocks of the same parameter).
         scalarisation: ``"class_trace"`` (default) or ``"trace"``.
         n_projections: R for ``"class_trace"`` (capped at dim U, see ``output_projections``).
         seed: Seed of the projections.
@@ -158,7 +160,7 @@ def module_ntk(
                 for name, index in plist:
                     g = jac[name]
                     if index is not None:
-                        g = g[:, :, index]
+                        g = g[(slice(None), slice(None), *_as_tuple(index))]
                     g = g.reshape(n, -1).double()  # (n, R_chunk * P_piece)
                     gram[m] += g @ g.T
             del jac
@@ -179,6 +181,10 @@ def module_ntk(
     )
 
 
+def _as_tuple(index: int | slice | tuple) -> tuple:
+    return index if isinstance(index, tuple) else (index,)
+
+
 def _cosine(gram: torch.Tensor) -> torch.Tensor:
     """Normalise a Gram matrix to cosines; rows of zero norm give zeros."""
     norms = gram.diagonal().clamp_min(0).sqrt()
@@ -188,14 +194,15 @@ def _cosine(gram: torch.Tensor) -> torch.Tensor:
 
 def _check_modules(
     model: nn.Module, modules: Mapping[str, Sequence[Piece]]
-) -> dict[str, list[tuple[str, int | slice | None]]]:
+) -> dict[str, list[tuple[str, int | slice | tuple | None]]]:
     """Normalise a module spec to ``(name, index or None)`` pieces and check it is disjoint."""
     if not modules:
         raise ValueError("modules is empty: give at least one module name -> parameter names")
     params = dict(model.named_parameters())
     problems: list[str] = []
     owner: dict[tuple[str, int], str] = {}
-    pieces: dict[str, list[tuple[str, int | slice | None]]] = {}
+    masks: dict[str, torch.Tensor] = {}
+    pieces: dict[str, list[tuple[str, int | slice | tuple | None]]] = {}
     for m, plist in modules.items():
         if not plist:
             problems.append(f"module {m!r} has no parameter")
@@ -206,6 +213,13 @@ def _check_modules(
                 raise KeyError(f"module {m!r}: {name!r} is not a parameter of {type(model).__name__}")
             if index is not None and params[name].ndim == 0:
                 problems.append(f"module {m!r}: {name!r} is a scalar and has no rows to index")
+                continue
+            if isinstance(index, tuple):  # a block, e.g. W_O's columns of one head
+                mask = masks.setdefault(name, torch.zeros(params[name].shape, dtype=torch.bool))
+                if mask[index].any():
+                    problems.append(f"{name}{list(index)} overlaps another module (in {m!r})")
+                mask[index] = True
+                pieces[m].append((name, index))
                 continue
             rows = range(params[name].shape[0] if params[name].ndim else 1)
             selected = rows if index is None else rows[index]
