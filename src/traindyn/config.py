@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import functools
 import hashlib
 import json
 from dataclasses import dataclass, fields
@@ -40,7 +41,13 @@ class ConfigError(ValueError):
 
 def schema() -> dict[str, Any]:
     """Return the JSON schema of the configuration (workflow/schemas/config.schema.yaml)."""
-    return yaml.safe_load(SCHEMA_PATH.read_text())
+    return copy.deepcopy(_schema(SCHEMA_PATH.stat().st_mtime_ns))
+
+
+@functools.lru_cache(maxsize=2)
+def _schema(mtime_ns: int) -> dict[str, Any]:
+    # Parsed once per version of the file: resolve() runs for every job and every override.
+    return yaml.load(SCHEMA_PATH.read_text(), Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
 
 
 def _fill_defaults(node: dict[str, Any], sub: dict[str, Any]) -> None:
@@ -80,11 +87,17 @@ def _describe(error: jsonschema.ValidationError) -> str:
     key = ".".join(str(p) for p in error.absolute_path) or "<top level>"
     if error.validator == "additionalProperties":
         allowed = sorted(error.schema.get("properties", {}))
-        extra = sorted(set(error.instance) - set(allowed))
+        extra = sorted(map(str, set(error.instance) - set(allowed)))  # YAML keys may be numbers
         return f"{key}: unknown key(s) {extra}; allowed keys are {allowed}"
     if error.validator == "enum":
         return f"{key}: {error.instance!r} is not one of {error.validator_value}"
     if error.validator == "type":
+        if isinstance(error.instance, str):  # a --config value or override that YAML could not read
+            try:
+                yaml.safe_load(error.instance)
+            except yaml.YAMLError as err:
+                return (f"{key}: {error.instance!r} is not valid YAML ({_yaml_where(err)}); "
+                        f"expected {error.validator_value}")  # fmt: skip
         return f"{key}: {error.instance!r} has the wrong type; expected {error.validator_value}"
     desc = error.schema.get("description", "")
     return f"{key}: {error.message}" + (f" ({desc.strip()})" if desc else "")
@@ -102,7 +115,9 @@ def resolve(raw: dict[str, Any]) -> dict[str, Any]:
     Raises:
         ConfigError: Listing every problem at once (unknown keys, types, ranges).
     """
-    sch = schema()
+    if raw is not None and not isinstance(raw, dict):
+        raise ConfigError([f"<top level>: the configuration must be a mapping (key: value), not {raw!r}"])
+    sch = _schema(SCHEMA_PATH.stat().st_mtime_ns)  # read only, never modified
     cfg = _coerce_strings(copy.deepcopy(raw) if raw else {}, sch)
     _fill_defaults(cfg, sch)
     validator = jsonschema.Draft202012Validator(sch)
@@ -128,7 +143,13 @@ def _cross_checks(cfg: dict[str, Any], failed: set[str]) -> list[str]:
             )
     from .studies import cross_checks  # studies add their own checks on the grid
 
-    problems += cross_checks(cfg, skip=failed)
+    try:
+        problems += cross_checks(cfg, skip=failed)
+    except (TypeError, KeyError, AttributeError, IndexError, ValueError):
+        # A study's checks may read another section that failed the schema; those problems
+        # are already reported, and a check on a config that passed must never fail so.
+        if not failed:
+            raise
     return problems
 
 
@@ -149,16 +170,47 @@ def parse_override(item: str) -> dict[str, Any]:
         ConfigError: If ``item`` has no ``=`` or an empty key.
     """
     key, sep, value = item.partition("=")
-    if not sep or not key or any(not part for part in key.split(".")):
+    key = key.strip()
+    if not sep or not key or any(not part.strip() for part in key.split(".")):
         raise ConfigError([f"override {item!r} is not of the form key.subkey=value"])
+    try:
+        parsed = yaml.safe_load(value)
+    except yaml.YAMLError as err:
+        raise ConfigError([f"override {item!r}: the value of {key} is not valid YAML ({_yaml_where(err)})"]) from None
     node: dict[str, Any] = {}
     cursor = node
-    parts = key.split(".")
+    parts = [part.strip() for part in key.split(".")]
     for part in parts[:-1]:
         cursor[part] = {}
         cursor = cursor[part]
-    cursor[parts[-1]] = yaml.safe_load(value)
+    cursor[parts[-1]] = parsed
     return node
+
+
+def _yaml_where(err: yaml.YAMLError) -> str:
+    # PyYAML's marks are 0-based; editors count lines and columns from 1.
+    mark = getattr(err, "problem_mark", None) or getattr(err, "context_mark", None)
+    problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+    if mark is None:
+        return problem
+    return f"line {mark.line + 1}, column {mark.column + 1}: {problem}"
+
+
+def _read_file(path: Path) -> tuple[dict[str, Any] | None, str | None]:
+    if not path.is_file():
+        return None, f"config file {str(path)!r} does not exist"
+    try:
+        content = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as err:
+        return None, f"config file {str(path)!r} is not valid YAML: {_yaml_where(err)}"
+    except (OSError, UnicodeDecodeError) as err:
+        return None, f"config file {str(path)!r} cannot be read: {err}"
+    if content is None:
+        return {}, None
+    if not isinstance(content, dict):
+        return None, (f"config file {str(path)!r} must hold a mapping (key: value) at the top "
+                      f"level, not a {type(content).__name__}")  # fmt: skip
+    return content, None
 
 
 def load_config(files: list[str | Path], overrides: list[str] = ()) -> Config:
@@ -172,25 +224,30 @@ def load_config(files: list[str | Path], overrides: list[str] = ()) -> Config:
         The validated, typed configuration.
 
     Raises:
-        ConfigError: If a file is missing or not a mapping, or the result is invalid.
+        ConfigError: Listing every problem at once: files that are missing, not YAML (with
+            the line) or not a mapping, malformed overrides, and what the merged
+            configuration breaks.
     """
     merged: dict[str, Any] = {}
     problems = []
     for f in files:
-        path = Path(f)
-        if not path.is_file():
-            problems.append(f"config file {str(path)!r} does not exist")
-            continue
-        content = yaml.safe_load(path.read_text()) or {}
-        if not isinstance(content, dict):
-            problems.append(f"config file {str(path)!r} must hold a mapping at the top level")
-            continue
-        merged = _deep_merge(merged, content)
+        content, problem = _read_file(Path(f))
+        if problem:
+            problems.append(problem)
+        else:
+            merged = _deep_merge(merged, content)
+    for item in overrides:
+        try:
+            merged = _deep_merge(merged, parse_override(item))
+        except ConfigError as err:
+            problems += err.problems
+    try:
+        cfg = resolve(merged)
+    except ConfigError as err:
+        problems += err.problems
     if problems:
         raise ConfigError(problems)
-    for item in overrides:
-        merged = _deep_merge(merged, parse_override(item))
-    return Config.from_dict(resolve(merged))
+    return Config.from_dict(cfg)
 
 
 def config_hash(cfg: dict[str, Any]) -> str:
