@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
 from ..config import Config
@@ -28,17 +27,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace, cfg: Config) -> int:
     """Prepare the dataset and track the job."""
-    from ..data import DataSourceError, prepare_dataset
+    from ..data import prepare_dataset
     from ..track import job_run
 
     out = Path(args.out or f"results/data/{args.dataset}")
     with job_run(cfg.tracking, NAME, args.dataset, {"dataset": args.dataset}, cfg.hash) as job:
         job.log_params({"data": cfg.raw["data"], "dataset": args.dataset})
-        try:
-            manifest = prepare_dataset(args.dataset, cfg.data, out)
-        except DataSourceError as err:
-            print(f"traindyn data: {err}", file=sys.stderr)
-            raise SystemExit(1) from err
+        # A DataSourceError (a ValueError naming the file) is printed by `traindyn` main.
+        manifest = prepare_dataset(args.dataset, cfg.data, out)
         job.log_metrics({f"size_{k}": v for k, v in manifest["sizes"].items()})
         job.log_artifact(out / "manifest.json")
     print(f"{args.dataset}: {manifest['sizes']} -> {out}")

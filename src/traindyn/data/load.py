@@ -8,7 +8,15 @@ from typing import Any
 
 import torch
 
+from .sources import DataSourceError
+
 __all__ = ["load_images", "load_tokens", "read_manifest"]
+
+
+def _redo(data_dir: Path) -> str:
+    # How to rewrite a prepared dataset: the data stage again, forced (its folder exists).
+    return (f"prepare it again: snakemake -c1 --force {data_dir} "
+            f"(or traindyn data --dataset {data_dir.name} --out {data_dir})")  # fmt: skip
 
 
 def read_manifest(data_dir: str | Path) -> dict[str, Any]:
@@ -16,13 +24,35 @@ def read_manifest(data_dir: str | Path) -> dict[str, Any]:
 
     Raises:
         FileNotFoundError: If ``data_dir`` was not prepared by the data stage.
+        DataSourceError: If the manifest is not the data stage's JSON.
     """
-    path = Path(data_dir) / "manifest.json"
+    data_dir = Path(data_dir)
+    path = data_dir / "manifest.json"
     if not path.is_file():
         raise FileNotFoundError(
-            f"{path} is missing: run `traindyn data --dataset {Path(data_dir).name}` first"
+            f"{path} is missing: run `traindyn data --dataset {data_dir.name}` first"
         )
-    return json.loads(path.read_text())
+    try:
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise DataSourceError(f"{path}: not valid JSON ({err}); {_redo(data_dir)}") from err
+    if not isinstance(manifest, dict) or "kind" not in manifest:
+        raise DataSourceError(f"{path}: not a manifest of the data stage (no 'kind'); {_redo(data_dir)}")
+    return manifest
+
+
+def _load_split(data_dir: Path, split: str, keys: tuple[str, ...]) -> dict[str, torch.Tensor]:
+    path = data_dir / f"{split}.pt"
+    try:
+        blob = torch.load(path, weights_only=True)
+    except FileNotFoundError as err:
+        raise DataSourceError(f"{path} is missing; {_redo(data_dir)}") from err
+    except Exception as err:  # noqa: BLE001 - truncated zip, bad pickle, ...: a bad file either way
+        raise DataSourceError(f"{path}: not a tensor file of the data stage ({type(err).__name__}: "
+                              f"{err}); {_redo(data_dir)}") from err  # fmt: skip
+    if not isinstance(blob, dict) or any(not isinstance(blob.get(k), torch.Tensor) for k in keys):
+        raise DataSourceError(f"{path}: lacks the tensors {list(keys)}; {_redo(data_dir)}")
+    return blob
 
 
 def load_images(data_dir: str | Path, split: str) -> tuple[torch.Tensor, torch.Tensor]:
@@ -30,22 +60,40 @@ def load_images(data_dir: str | Path, split: str) -> tuple[torch.Tensor, torch.T
 
     Returns:
         ``x`` float32 ``(N, C, H, W)`` and ``y`` int64 ``(N,)``.
+
+    Raises:
+        DataSourceError: If a file of the prepared dataset is missing or corrupt.
     """
+    data_dir = Path(data_dir)
     manifest = read_manifest(data_dir)
     if manifest["kind"] != "images":
         raise ValueError(f"{data_dir} holds {manifest['kind']}, not images")
-    blob = torch.load(Path(data_dir) / f"{split}.pt", weights_only=True)
+    blob = _load_split(data_dir, split, ("x", "y"))
     x = blob["x"].float() / manifest["pixel_max"]  # (N, C, H, W)
+    if x.ndim != 4 or blob["y"].shape != (len(x),):
+        raise DataSourceError(f"{data_dir / f'{split}.pt'}: x {tuple(x.shape)} and y {tuple(blob['y'].shape)} "
+                              f"are not (N, C, H, W) and (N,); {_redo(data_dir)}")  # fmt: skip
     mean = torch.tensor(manifest["mean"]).view(1, -1, 1, 1)
     std = torch.tensor(manifest["std"]).clamp_min(1e-8).view(1, -1, 1, 1)
     return (x - mean) / std, blob["y"]
 
 
 def load_tokens(data_dir: str | Path, split: str) -> tuple[torch.Tensor, list[str]]:
-    """Load one split of a text dataset as an int64 token stream and the vocabulary."""
+    """Load one split of a text dataset as an int64 token stream and the vocabulary.
+
+    Raises:
+        DataSourceError: If a file of the prepared dataset is missing or corrupt.
+    """
+    data_dir = Path(data_dir)
     manifest = read_manifest(data_dir)
     if manifest["kind"] != "text":
         raise ValueError(f"{data_dir} holds {manifest['kind']}, not text")
-    tokens = torch.load(Path(data_dir) / f"{split}.pt", weights_only=True)["tokens"].long()
-    vocab = json.loads((Path(data_dir) / "vocab.json").read_text())
+    tokens = _load_split(data_dir, split, ("tokens",))["tokens"].long()
+    path = data_dir / "vocab.json"
+    try:
+        vocab = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise DataSourceError(f"{path}: cannot be read as JSON ({err}); {_redo(data_dir)}") from err
+    if not isinstance(vocab, list) or (len(tokens) and int(tokens.max()) >= len(vocab)):
+        raise DataSourceError(f"{path}: not the vocabulary of {split}.pt; {_redo(data_dir)}")
     return tokens, vocab
