@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import json
 import subprocess
 import sys
 
@@ -251,3 +252,126 @@ def test_a_sample_through_snakemake_stops_before_any_job(tmp_path, venv_env, arg
         assert key in text, text
     assert "Traceback" not in text and 'File "' not in text, text
     assert not (tmp_path / "results").exists()  # nothing resolved, nothing run
+
+
+# ---------------------------------------------------------------- the files later stages read
+def _spec(**overrides):
+    from traindyn.train import RunSpec
+
+    base = {"study": "scaling", "run": "sp-w16-d2-lr0.1-s0", "dataset": "digits",
+            "model": {"arch": "mlp", "width": 16, "depth": 2}, "param": "sp", "base_width": 16,
+            "depth_alpha": None, "optimizer": "sgd", "lr": 0.1, "momentum": 0.9, "weight_decay": 0.0,
+            "loss": "xent", "steps": 20, "batch_size": 16, "schedule": "constant", "warmup_steps": 0,
+            "eval_every": 10, "eval_examples": 64, "checkpoint_every": 10, "loss_cap": 20.0, "seed": 0,
+            "fixed_batch_size": 16}  # fmt: skip
+    return RunSpec(**{**base, **overrides})
+
+
+@pytest.fixture(scope="module")
+def digits(tmp_path_factory):
+    from traindyn.data import prepare_dataset
+
+    out = tmp_path_factory.mktemp("data") / "digits"
+    prepare_dataset("digits", C.load_config([], ["data.max_train=256"]).data, out)
+    return out
+
+
+@pytest.fixture(scope="module")
+def finished(digits, tmp_path_factory):
+    """Two finished runs in results/runs/scaling/, trained by the real loop."""
+    from traindyn.train import train
+
+    root = tmp_path_factory.mktemp("runs") / "results" / "runs" / "scaling"
+    for run in ("sp-w16-d2-lr0.1-s0", "sp-w16-d2-lr0.1-s1"):
+        train(_spec(run=run, seed=int(run[-1]), checkpoint_every=0), digits, root / run, progress=False)
+    return root
+
+
+@pytest.mark.parametrize(("breaks", "says"), [
+    ("no final", "1 of 2 runs of study 'scaling' are not finished (no final.json)"),
+    ("truncated final", "final.json: not valid JSON"),
+    ("foreign final", "written for run 'other-run', not 'sp-w16-d2-lr0.1-s1'"),
+    ("truncated parquet", "metrics.parquet: not a readable parquet file"),
+    ("text parquet", "metrics.parquet: not a readable parquet file"),
+])  # fmt: skip
+def test_bad_run_files_are_named_with_the_command_that_rewrites_them(finished, tmp_path, breaks, says):
+    import shutil
+
+    from traindyn.runfiles import RunFileError, check_runs
+
+    root = tmp_path / "scaling"
+    shutil.copytree(finished, root)
+    run = root / "sp-w16-d2-lr0.1-s1"
+    final, metrics = run / "final.json", run / "metrics.parquet"
+    if breaks == "no final":
+        final.unlink()
+    elif breaks == "truncated final":
+        final.write_text(final.read_text()[:50])
+    elif breaks == "foreign final":
+        final.write_text(json.dumps({**json.loads(final.read_text()), "run": "other-run"}))
+    elif breaks == "truncated parquet":
+        metrics.write_bytes(metrics.read_bytes()[:-30])
+    else:
+        metrics.write_text("step,metric,value\n")
+    with pytest.raises(RunFileError) as err:
+        check_runs(sorted(root.iterdir()), "scaling")
+    text = str(err.value)
+    assert says in text and str(run) in text
+    if breaks == "no final":
+        assert f"snakemake -c1 {final}" in text
+    else:
+        assert f"snakemake -c1 --force {final}" in text and f"traindyn train --study scaling --run {run.name}" in text
+
+
+def test_aggregate_cli_names_unfinished_runs_before_writing_anything(finished, tmp_path, monkeypatch, capsys):
+    import shutil
+
+    monkeypatch.chdir(tmp_path)
+    shutil.copytree(finished, tmp_path / "results/runs/scaling")
+    # The default config's runs are not these two: all unfinished, said in one line.
+    code = main(["aggregate", "--study", "scaling", "tracking.enabled=false"], allow_server=False)
+    err = capsys.readouterr().err
+    assert code == 1 and "Traceback" not in err and "runs of study 'scaling' are not finished" in err
+    assert not (tmp_path / "results/analysis").exists()
+
+
+@pytest.mark.parametrize("breaks", ["truncated", "garbage", "not a dict", "lacks keys", "another spec"])
+def test_bad_checkpoint_warns_naming_it_and_starts_afresh(digits, tmp_path, capfd, breaks):
+    import torch
+
+    from traindyn.train import train
+
+    spec = _spec()
+    ckpt = tmp_path / "run" / "checkpoint.pt"
+    ckpt.parent.mkdir()
+    if breaks == "truncated":
+        torch.save({"spec": spec.to_dict(), "model": torch.zeros(1000)}, ckpt)
+        ckpt.write_bytes(ckpt.read_bytes()[:200])
+    elif breaks == "garbage":
+        ckpt.write_bytes(b"not a torch file")
+    elif breaks == "not a dict":
+        torch.save([1, 2], ckpt)
+    elif breaks == "lacks keys":
+        torch.save({"spec": spec.to_dict()}, ckpt)
+    else:
+        torch.save({"spec": _spec(lr=0.2).to_dict(), "step": 10, "model": {}, "optimizer": {}, "sampler": None,
+                    "torch_rng": None, "cuda_rng": None, "metrics": [], "tables": {}, "callbacks": []}, ckpt)  # fmt: skip
+    got = train(spec, digits, tmp_path / "run", progress=False)
+    err = capfd.readouterr().err
+    assert f"{ckpt}:" in err and "starting afresh" in err, err
+    ref = train(spec, digits, tmp_path / "ref", progress=False)
+    assert {k: v for k, v in got.items() if k.startswith("final_")} == {k: v for k, v in ref.items() if k.startswith("final_")}
+
+
+def test_checkpoint_of_this_spec_that_cannot_be_restored_is_an_error(digits, tmp_path):
+    import torch
+
+    from traindyn.train import train
+
+    spec = _spec()
+    ckpt = tmp_path / "checkpoint.pt"
+    torch.save({"spec": spec.to_dict(), "step": 10, "model": {"nope": torch.zeros(1)}, "optimizer": {},
+                "sampler": None, "torch_rng": None, "cuda_rng": None, "metrics": [], "tables": {},
+                "callbacks": []}, ckpt)  # fmt: skip
+    with pytest.raises(ValueError, match=f"(?s){ckpt}: holds this run's spec but cannot be restored.*delete it"):
+        train(spec, digits, tmp_path, progress=False)

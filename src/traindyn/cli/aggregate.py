@@ -25,16 +25,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace, cfg: Config) -> int:
     """Aggregate every run of the study that the config lists."""
+    from ..runfiles import check_runs
     from ..studies import aggregate, study_runs
     from ..track import import_records, job_run
 
     runs_dir = Path(args.runs_dir or f"results/runs/{args.study}")
     out = Path(args.out or f"results/analysis/{args.study}")
     run_dirs = [runs_dir / r for r in study_runs(cfg.raw, args.study)]
-    missing = [str(d) for d in run_dirs if not (d / "final.json").is_file()]
-    if missing:
-        raise FileNotFoundError(f"{len(missing)} runs are not finished, e.g. {missing[:3]}: "
-                                "train them first (snakemake does)")  # fmt: skip
+    # Every run finished and readable, or one message naming each bad file (nothing written).
+    check_runs(run_dirs, args.study)
     with job_run(cfg.tracking, NAME, args.study, {"study": args.study}, cfg.hash) as job:
         imported = import_records(cfg.tracking, [d / "tracking.json" for d in run_dirs])
         summary = aggregate(args.study, run_dirs, out, cfg.raw)

@@ -184,22 +184,40 @@ def _checkpoint(path: Path, state: TrainState, data: RunData, rows: list, callba
 
 
 def _resume(path: Path, state: TrainState, data: RunData, callbacks, spec) -> list:
+    # A checkpoint only saves time: one that cannot be read (truncated by a kill, foreign,
+    # from an older format) or holds another spec is reported and the run starts afresh.
     # On the CPU: RNG states must stay CPU ByteTensors (set_rng_state rejects CUDA ones);
     # load_state_dict copies model and optimizer tensors to their parameters' device.
-    ckpt = torch.load(path, map_location="cpu", weights_only=False)
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as err:  # noqa: BLE001 - zip, pickle and EOF errors all mean a bad file
+        print(f"{path}: unreadable checkpoint ({type(err).__name__}: {err}); starting afresh", file=sys.stderr)
+        return []
+    keys = {"spec", "step", "model", "optimizer", "sampler", "torch_rng", "cuda_rng", "metrics", "tables",
+            "callbacks"}  # fmt: skip
+    if not isinstance(ckpt, dict) or not keys <= set(ckpt):
+        print(f"{path}: not a checkpoint of this loop (lacks {sorted(keys - set(ckpt or {}))}); starting afresh"
+              if isinstance(ckpt, dict) else f"{path}: not a checkpoint of this loop; starting afresh",
+              file=sys.stderr)  # fmt: skip
+        return []
     if ckpt["spec"] != spec.to_dict():
         print(f"{path}: written by another spec; starting afresh", file=sys.stderr)
         return []
-    state.model.load_state_dict(ckpt["model"])
-    state.optimizer.load_state_dict(ckpt["optimizer"])
-    data.generator.set_state(ckpt["sampler"])
-    torch.set_rng_state(ckpt["torch_rng"])
-    if ckpt["cuda_rng"] is not None and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(ckpt["cuda_rng"])
-    state.step = ckpt["step"]
-    state.tables.update(ckpt["tables"])
-    for cb, cb_state in zip(callbacks, ckpt["callbacks"], strict=True):
-        cb.load_state_dict(cb_state)
+    try:
+        state.model.load_state_dict(ckpt["model"])
+        state.optimizer.load_state_dict(ckpt["optimizer"])
+        data.generator.set_state(ckpt["sampler"])
+        torch.set_rng_state(ckpt["torch_rng"])
+        if ckpt["cuda_rng"] is not None and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(ckpt["cuda_rng"])
+        state.step = ckpt["step"]
+        state.tables.update(ckpt["tables"])
+        for cb, cb_state in zip(callbacks, ckpt["callbacks"], strict=True):
+            cb.load_state_dict(cb_state)
+    except (RuntimeError, ValueError, KeyError, TypeError) as err:
+        # Part of the state may already be restored: stop rather than train from a mix.
+        raise ValueError(f"{path}: holds this run's spec but cannot be restored ({type(err).__name__}: "
+                         f"{err}); delete it to start the run afresh") from err  # fmt: skip
     print(f"resumed from {path} at step {state.step}", file=sys.stderr)
     return ckpt["metrics"]
 
