@@ -11,9 +11,8 @@ include: "workflow/rules/common.smk"
 include: "workflow/rules/data.smk"
 include: "workflow/rules/scaling.smk"
 include: "workflow/rules/figures.smk"
-
-
 # Each further study: its rules (train, analysis, figures) in one file, extending ALL_FIGURES.
+include: "workflow/rules/mat.smk"
 
 
 # Every figure the pipeline knows.

@@ -27,6 +27,7 @@ __all__ = ["STUDIES", "aggregate", "callbacks", "cross_checks", "run_spec", "stu
 # study name -> module holding runs / checks / callbacks / aggregate
 STUDIES: dict[str, str] = {
     "scaling": "traindyn.scaling.study",
+    "mat": "traindyn.mat.study",
 }
 
 
