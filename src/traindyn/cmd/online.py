@@ -39,7 +39,8 @@ class OnlineCMD:
     def from_fit(cls, fit: CMDFit, warmup: np.ndarray) -> OnlineCMD:
         """Start from a CMD fitted on the warm-up snapshots ``warmup`` (F, N), which are merged in."""
         online = cls(fit.labels, fit.refs)
-        online.update(warmup)
+        for lo in range(0, len(warmup), 8):  # merged in groups: float64 copies of 8 rows at a time
+            online.update(warmup[lo : lo + 8])
         return online
 
     def update(self, x: np.ndarray) -> None:
