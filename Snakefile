@@ -12,6 +12,7 @@ include: "workflow/rules/data.smk"
 include: "workflow/rules/scaling.smk"
 include: "workflow/rules/figures.smk"
 # Each further study: its rules (train, analysis, figures) in one file, extending ALL_FIGURES.
+include: "workflow/rules/lag.smk"
 include: "workflow/rules/mat.smk"
 
 

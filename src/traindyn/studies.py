@@ -28,6 +28,7 @@ __all__ = ["STUDIES", "aggregate", "callbacks", "cross_checks", "run_spec", "stu
 STUDIES: dict[str, str] = {
     "scaling": "traindyn.scaling.study",
     "mat": "traindyn.mat.study",
+    "lag": "traindyn.grow.study",
 }
 
 

@@ -1,0 +1,198 @@
+# ---
+# jupyter:
+#   jupytext:
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+# ---
+
+# %% [markdown]
+# # Landscape-aware growing: which growth ends best, and how early can we tell?
+# Reads only the lag study's tables (results/analysis/lag/*.parquet, summary.json). Every
+# number in a title is computed from those tables.
+
+# %% tags=["parameters"]
+analysis_dir = "results/analysis/lag"
+figures_dir = "results/figures"
+formats = ["png"]
+dpi = 150
+
+# %%
+import json
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+import seaborn as sns
+
+from traindyn.plotting import save_figure, setup_style
+
+src, out = Path(analysis_dir), setup_style(figures_dir)
+lag = pd.read_parquet(src / "lag.parquet")
+lag_summary = pd.read_parquet(src / "lag_summary.parquet")
+final_loss = pd.read_parquet(src / "final_loss.parquet")
+growth = pd.read_parquet(src / "growth.parquet")
+lr_sweep = pd.read_parquet(src / "lr_sweep.parquet")
+summary = json.loads((src / "summary.json").read_text())
+T = summary["T"]
+pool = lag[(lag["group"] == "pool") & (lag["param"] == "sp")]
+strategies = sorted(pool["strategy"].unique())
+palette = dict(zip(strategies, sns.color_palette("tab10", len(strategies)), strict=True))
+
+
+def save(fig, name):
+    save_figure(fig, out, name, formats, dpi)
+
+
+def num(x, digits=4):
+    return "n/a" if x is None else f"{x:.{digits}f}"
+
+
+def fmt(entry, digits=2):
+    if entry is None or entry.get("mean") is None:
+        return "n/a"
+    ci = f" ± {entry['ci95']:.{digits}f}" if entry.get("ci95") is not None else ""
+    return f"{entry['mean']:.{digits}f}{ci}"
+
+
+rho = summary["spearman_by_lag"]
+undertrained = summary["base_undertrained"]
+base_note = "base past plateau" if not undertrained else f"UNDERTRAINED base: {', '.join(undertrained)}"
+
+# %% [markdown]
+# ## Loss after growth per strategy, and loss at growth vs final loss
+
+# %%
+fig, ax = plt.subplots(figsize=(5.5, 3.6))
+for s, cell in pool.groupby("strategy"):
+    m = cell.groupby("lag")["val_loss"].agg(["mean", "std"]).reset_index()
+    ax.plot(m["lag"].clip(lower=0.5), m["mean"], "o-", ms=3, color=palette[s], label=s)
+ax.set(xscale="log", xlabel="steps since growth k (0 plotted at 0.5)", ylabel="held-out loss l(k) (nats/char)",
+       title=f"SP, mean over {pool['seed'].nunique()} seeds; {base_note}")
+ax.legend(fontsize=6, ncol=2)
+save(fig, "lag_curves")
+
+fig, ax = plt.subplots(figsize=(4.6, 3.6))
+wide = pool.pivot_table(index=["seed", "strategy"], columns="lag", values="val_loss").reset_index()
+for s, cell in wide.groupby("strategy"):
+    ax.errorbar(cell[0].mean(), cell[T].mean(), xerr=cell[0].std(), yerr=cell[T].std(), fmt="o", color=palette[s],
+                label=s, ms=4, capsize=2)
+ax.set(xlabel="loss right after growth l(0)", ylabel=f"final loss l(T={T})",
+       title=f"Spearman rho(0) = {fmt(rho['0'])} (mean ± 95% CI over seeds)")
+ax.legend(fontsize=6)
+save(fig, "lag_init_vs_final")
+
+# %% [markdown]
+# ## l(k) vs l(T) for a few k; rho(k) and tau(k) with bootstrap bands
+
+# %%
+lags = sorted(int(k) for k in rho)
+shown = [lags[0], lags[len(lags) // 3], lags[2 * len(lags) // 3]]
+fig, axes = plt.subplots(1, len(shown), figsize=(4 * len(shown), 3.3), squeeze=False)
+for ax, k in zip(axes[0], shown, strict=True):
+    for s, cell in wide.groupby("strategy"):
+        ax.scatter(cell[k], cell[T], color=palette[s], s=12, label=s)
+    ax.set(xlabel=f"l(k={k})", ylabel=f"l(T={T})", title=f"k={k}: rho = {fmt(rho[str(k)])}")
+axes[0][0].legend(fontsize=5)
+save(fig, "lag_lk_vs_final")
+
+fig, ax = plt.subplots(figsize=(5.2, 3.5))
+sp_sum = lag_summary[lag_summary["param"] == "sp"]
+for stat, color in (("spearman", "C0"), ("kendall", "C1")):
+    c = sp_sum[sp_sum["statistic"] == stat].sort_values("lag")
+    x = c["lag"].clip(lower=0.5)
+    ax.plot(x, c["mean"], "o-", color=color, label=f"{stat} (mean over seeds)")
+    ax.fill_between(x, c["boot_lo"].astype(float), c["boot_hi"].astype(float), color=color, alpha=0.2)
+thr = summary["lag_at_threshold"]["sp"]
+ax.axhline(thr["threshold"], ls=":", color="gray")
+ax.axhline(0, color="k", lw=0.5)
+ax.set(xscale="log", xlabel="lag k (0 plotted at 0.5)", ylabel="rank correlation with l(T)", ylim=(-1.05, 1.05),
+       title=f"smallest k with rho >= {thr['threshold']}: {thr['lag']} (T = {T}); bands: bootstrap 95%")
+ax.legend(fontsize=7)
+save(fig, "lag_rho")
+
+# %% [markdown]
+# ## Selection: top-1 accuracy and regret vs k
+
+# %%
+spread = summary["strategy_spread_over_seed_sd"]["sp"]
+fig, axes = plt.subplots(1, 2, figsize=(9, 3.4))
+for ax, stat, label in ((axes[0], "top1", "top-1 accuracy"), (axes[1], "regret", "regret l_T(pick) - min l_T")):
+    c = sp_sum[sp_sum["statistic"] == stat].sort_values("lag")
+    ax.errorbar(c["lag"].clip(lower=0.5), c["mean"], yerr=c["ci95"].astype(float).fillna(0), fmt="o-", capsize=2)
+    ax.set(xscale="log", xlabel="lag k (0 plotted at 0.5)", ylabel=label)
+if spread["seed_sd"] is not None:
+    axes[1].axhline(spread["seed_sd"], ls=":", color="gray", label=f"seed sd {num(spread['seed_sd'])}")
+    axes[1].legend(fontsize=7)
+cost = summary["selection_cost_steps"]
+axes[0].set_title(f"selection cost (candidates-1)*k: {cost[str(lags[-1])]} steps at k={lags[-1]}")
+axes[1].set_title("regret, mean ± 95% CI over seeds")
+save(fig, "lag_selection")
+
+# %% [markdown]
+# ## Final loss per strategy (mean ± 95% CI over seeds)
+
+# %%
+tab = final_loss[final_loss["param"] == "sp"].sort_values("mean")
+fig, ax = plt.subplots(figsize=(5.5, 0.5 + 0.28 * len(tab)))
+ax.axis("off")
+cells = [[s, f"{m:.4f}", "n/a" if c is None or np.isnan(c) else f"{c:.4f}", int(n)]
+         for s, m, c, n in zip(tab["strategy"], tab["mean"], tab["ci95"], tab["n"], strict=True)]
+ax.table(cells, colLabels=["strategy", f"l(T={T}) mean", "95% CI ±", "seeds"], loc="center")
+verdict = "exceeds" if spread["exceeds"] else "does NOT exceed"
+ax.set_title(f"spread of strategy means {num(spread['spread'])} {verdict} the seed sd {num(spread['seed_sd'])}\n"
+             f"best {spread['best']}, gap to 2nd {num(spread['best_gap'])} = {num(spread['best_gap_over_seed_sd'], 2)} seed sd",
+             fontsize=8)
+save(fig, "lag_final_table")
+
+# %% [markdown]
+# ## SP vs depth-muP: rho(k) and the post-growth LR
+
+# %%
+if len(summary["spearman_by_lag_by_param"]) > 1:
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.4))
+    for i, (p, c) in enumerate(lag_summary[lag_summary["statistic"] == "spearman"].groupby("param")):
+        c = c.sort_values("lag")
+        x = c["lag"].clip(lower=0.5)
+        thr_p = summary["lag_at_threshold"][p]["lag"]
+        axes[0].plot(x, c["mean"], "o-", color=f"C{i}", label=f"{p} (k at threshold: {thr_p})")
+        axes[0].fill_between(x, c["boot_lo"].astype(float), c["boot_hi"].astype(float), color=f"C{i}", alpha=0.2)
+    axes[0].set(xscale="log", xlabel="lag k", ylabel="Spearman rho(k)", ylim=(-1.05, 1.05))
+    axes[0].legend(fontsize=7)
+    for i, (p, c) in enumerate(lr_sweep.groupby("param")):
+        axes[1].errorbar(c["lr_factor"], c["mean"], yerr=c["std"].fillna(0), fmt="o-", color=f"C{i}", capsize=2,
+                         label=f"{p}: best x{summary['post_growth_best_lr_factor'][p]:g}")
+    axes[1].set(xscale="log", xlabel="post-growth LR / base LR", ylabel=f"l(T={T})")
+    axes[1].legend(fontsize=7)
+    axes[1].set_title("post-growth LR sweep (error bars: seed sd)", fontsize=8)
+    save(fig, "lag_rho_by_param")
+
+# %% [markdown]
+# ## Adaptive gradual stacking against fixed schedules at equal steps
+
+# %%
+avf = summary["adaptive_vs_fixed"]
+if avf:
+    fig, axes = plt.subplots(1, 2, figsize=(9.5, 3.4))
+    chosen = growth[growth["strategy"] == "adaptive"] if "chosen" in growth else growth.iloc[:0]
+    if len(chosen):
+        pos = chosen["chosen"].str.extract(r"-p(\d+)-")[0].astype(int)
+        axes[0].scatter(chosen["stage"], pos, c=chosen["seed"], cmap="viridis", s=30)
+        for d in sorted(chosen["stage"].unique()):
+            axes[0].plot([d - 0.3, d + 0.3], [d - 2] * 2, color="gray", lw=0.8)  # copy top = the last position
+    axes[0].set(xlabel="blocks after the stage", ylabel="duplicated block (gray: copy top)",
+                title="adaptive stacking's choice per stage (colour: seed)")
+    names = list(avf)
+    means = [avf[n]["mean"] for n in names]
+    errs = [avf[n]["ci95"] or 0 for n in names]
+    axes[1].barh(names, means, xerr=errs, color=["C3" if n == "adaptive" else "C0" for n in names])
+    lo = min(m for m in means if m is not None)
+    axes[1].set_xlim(lo - 0.1, max(means) + 0.05)
+    axes[1].set(xlabel="final held-out loss (mean ± 95% CI)")
+    d = {n: avf[n].get("adaptive_minus_this") for n in names if n != "adaptive"}
+    best_fixed = min((n for n in names if n != "adaptive"), key=lambda n: avf[n]["mean"])
+    axes[1].set_title(f"_pc: probe steps counted; adaptive - {best_fixed} = {fmt(d[best_fixed], 4)}", fontsize=8)
+    for n, y in zip(names, range(len(names)), strict=True):
+        axes[1].text(lo - 0.095, y, f"{avf[n]['total_steps']} steps", va="center", fontsize=6)
+    save(fig, "lag_stacking")
