@@ -111,6 +111,8 @@ def test_grid_ids_data_order_and_dependencies():
     stage = runs[f"sp-adaptive-d{cfg['lag']['adaptive']['start_depth'] + 2}-s{cfg['lag']['adaptive']['seeds'][0]}"]
     deps = dependencies(stage)
     assert deps[0].startswith("sp-adaptive-") and all("-p" in d for d in deps[1:])
+    first = runs[f"sp-adaptive-d{cfg['lag']['adaptive']['start_depth'] + 1}-s{cfg['lag']['adaptive']['seeds'][0]}"]
+    assert dependencies(first)[0].startswith("sp-stack_base-")
     assert len(deps[1:]) == cfg["lag"]["adaptive"]["start_depth"] + 1
 
 

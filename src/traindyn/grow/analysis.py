@@ -216,7 +216,7 @@ def aggregate_lag(run_dirs: list[Path], out_dir: Path, cfg: dict[str, Any]) -> d
     # base plateau
     b = cfg["base"]
     plateau = []
-    for run, cell in curves[(curves["role"] == "base") & (curves["metric"] == "val_loss")].groupby("run"):
+    for run, cell in curves[(curves["strategy"] == "base") & (curves["metric"] == "val_loss")].groupby("run"):
         steps = int(runs.set_index("run").loc[run, "steps"])
         plateau.append({"run": run, "param": cell["param"].iloc[0], "seed": int(cell["seed"].iloc[0]),
                         **base_plateau(cell, steps, b["plateau_window"], b["plateau_threshold"])})  # fmt: skip

@@ -37,10 +37,10 @@ def _lags(cfg: dict[str, Any], steps: int) -> dict[str, Any]:
     return {"lags": sorted({*(k for k in cfg["lags"] if k <= steps), steps}), "examples": cfg["lag_examples"]}
 
 
-def _base(cfg, tag, param, alpha, seed, depth, steps, optimizer_state) -> tuple[str, RunSpec]:
-    run = f"{tag}-base-d{depth}-s{seed}"
+def _base(cfg, tag, param, alpha, seed, depth, steps, optimizer_state, name="base") -> tuple[str, RunSpec]:
+    run = f"{tag}-{name}-d{depth}-s{seed}"
     b = cfg["base"]
-    extra = {"role": "base", "strategy": "base", "save": {"optimizer": optimizer_state}}
+    extra = {"role": "base", "strategy": name, "save": {"optimizer": optimizer_state}}
     return run, _spec(cfg, run, seed, depth, steps, param, alpha, extra, warmup=b["warmup_steps"],
                       eval_every=b["eval_every"])  # fmt: skip
 
@@ -71,7 +71,8 @@ def stack_schedules(cfg: dict[str, Any]) -> dict[str, int]:
 def _adaptive(cfg: dict[str, Any], seed: int) -> dict[str, RunSpec]:
     a, runs = cfg["adaptive"], {}
     tag, S, k = "sp", a["stage_steps"], a["lag"]
-    start, spec = _base(cfg, tag, "sp", None, seed, a["start_depth"], a["start_steps"], False)
+    # its own id: the pool's base may have the same depth but not the same steps
+    start, spec = _base(cfg, tag, "sp", None, seed, a["start_depth"], a["start_steps"], False, name="stack_base")
     runs[start] = spec
     prev = dict.fromkeys(("adaptive", "stack_top", "stack_middle", "stack_top_pc", "stack_middle_pc"), start)
     overhead = stack_schedules(cfg)
@@ -109,6 +110,13 @@ def _adaptive(cfg: dict[str, Any], seed: int) -> dict[str, RunSpec]:
     return runs
 
 
+def _add(runs: dict[str, RunSpec], new: dict[str, RunSpec]) -> None:
+    clash = sorted(r for r in new if r in runs and runs[r] != new[r])
+    if clash:
+        raise ValueError(f"lag runs {clash} would name two different runs: the grid's ids must be unique")
+    runs.update(new)
+
+
 def lag_runs(cfg: dict[str, Any]) -> dict[str, RunSpec]:
     """Every run of the lag study, keyed by its readable id (empty when disabled).
 
@@ -139,7 +147,7 @@ def lag_runs(cfg: dict[str, Any]) -> dict[str, RunSpec]:
                     runs.update([_grown(cfg, tag, param, alpha, seed, base, sweep["strategy"], "lr", lr=lr)])
     if cfg["adaptive"]["enabled"]:
         for seed in cfg["adaptive"]["seeds"]:
-            runs.update(_adaptive(cfg, seed))
+            _add(runs, _adaptive(cfg, seed))
     return runs
 
 
