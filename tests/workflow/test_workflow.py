@@ -79,6 +79,18 @@ def test_tiny_dag_end_to_end(tmp_path, venv_env):
     for stem in ["scaling_lr_width", "scaling_lr_depth", "scaling_coord_check", "scaling_sharpness_width",
                  "scaling_ntk_width", "scaling_hessian_vs_gn", "scaling_sharpness_spread", "scaling_sharpness_depth"]:
         assert (results / "figures" / f"{stem}.png").stat().st_size > 5_000, stem
+    # The mat study: every variant and CV run finished, summary keys as issue 11 lists, figures.
+    mat = json.loads((results / "analysis/mat/summary.json").read_text())
+    assert set(mat) >= {"lambda_max_cv_across_heads", "flops_to_target", "flops_saved_pct_vs_full",
+                        "wall_saved_pct_vs_full", "final_val_loss", "flop_counter_rel_error", "cv_by_param"}
+    assert set(mat["lambda_max_cv_across_heads"]) == {"gpt", "vit"}
+    assert set(mat["final_val_loss"]) == {"full", "mat", "random", "inverse"}
+    assert all(v["mean"] is not None for v in mat["final_val_loss"].values())
+    assert mat["flop_counter_rel_error"] < 0.05
+    assert set(mat["cv_by_param"]) == {"sp", "mup"} and set(mat["cv_by_param"]["mup"]) == {"16", "32"}
+    for stem in ["mat_heads_gpt", "mat_heads_vit", "mat_trajectories_gpt", "mat_trajectories_vit", "mat_cv_width",
+                 "mat_savings_gpt", "mat_savings_vit", "mat_savings_table"]:
+        assert (results / "figures" / f"{stem}.png").stat().st_size > 5_000, stem
     # Every job is an MLflow child run of this invocation, FINISHED.
     client = MlflowClient(f"sqlite:///{results}/mlflow.db")
     exp = client.get_experiment_by_name("traindyn")
@@ -90,16 +102,17 @@ def test_tiny_dag_end_to_end(tmp_path, venv_env):
     assert all(r.info.status == "FINISHED" for r in jobs)
     stages = sorted(r.data.tags["stage"] for r in jobs)
     assert stages.count("data") == len(tiny["data"]["datasets"])
-    assert stages.count("figure") == 3
+    assert stages.count("figure") == len(list((results / "notebooks").glob("*.ipynb")))
     # Each figure job carries exactly the figures its notebook wrote.
     logged = sorted(a.path.split("/")[-1] for r in jobs if r.data.tags["stage"] == "figure"
                     for a in client.list_artifacts(r.info.run_id, "figures"))
     assert logged == sorted(p.name for p in (results / "figures").glob("*.png"))
     # Training runs were recorded by their jobs and imported by the aggregation, once each.
-    runs_dir = results / "runs/scaling"
-    assert stages.count("train") == len(list(runs_dir.iterdir()))
-    assert {r.data.tags["run_id"] for r in jobs if r.data.tags["stage"] == "train"} == {
-        d.name for d in runs_dir.iterdir()}
+    for study in ("scaling", "mat"):
+        runs_dir = results / "runs" / study
+        train = [r for r in jobs if r.data.tags["stage"] == "train" and r.data.tags.get("wildcard.study") == study]
+        assert len(train) == len(list(runs_dir.iterdir()))
+        assert {r.data.tags["run_id"] for r in train} == {d.name for d in runs_dir.iterdir()}
     # A second invocation finds nothing to do.
     start = time.perf_counter()
     again = snakemake(args, tmp_path, venv_env)

@@ -10,6 +10,7 @@ from ..train.spec import RunSpec
 __all__ = ["aggregate", "callbacks", "checks", "runs"]
 
 _IMAGE_ARCH = "vit"
+_IMAGE_SIDE = {"mnist": 28, "fashion-mnist": 28, "digits": 8, "cifar10": 32}
 
 
 def runs(cfg: dict[str, Any]) -> dict[str, RunSpec]:
@@ -48,8 +49,10 @@ def checks(cfg: dict[str, Any]) -> list[str]:
                             "shakespeare or wikitext2, the vit on an image dataset")  # fmt: skip
         if mc["width"] % mc["n_heads"]:
             problems.append(f"mat.models.{name}.width={mc['width']} is not divisible by n_heads={mc['n_heads']}")
-        if name == _IMAGE_ARCH and mc["dataset"] in ("mnist", "fashion-mnist") and 28 % mc["patch_size"]:
-            problems.append(f"mat.models.vit.patch_size={mc['patch_size']} does not divide 28")
+        side = _IMAGE_SIDE.get(mc["dataset"])
+        if name == _IMAGE_ARCH and side and side % mc["patch_size"]:
+            problems.append(f"mat.models.vit.patch_size={mc['patch_size']} does not divide the "
+                            f"{side}x{side} images of {mc['dataset']}")  # fmt: skip
         if mat["gating"]["min_active_per_layer"] > mc["n_heads"]:
             problems.append(f"mat.gating.min_active_per_layer={mat['gating']['min_active_per_layer']} "
                             f"exceeds mat.models.{name}.n_heads={mc['n_heads']}")  # fmt: skip
