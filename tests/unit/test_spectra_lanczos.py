@@ -4,6 +4,7 @@ import pytest
 import torch
 
 from traindyn.spectra import LinearOperator, lanczos
+from traindyn.spectra.lanczos import eigenvalue_errors
 
 torch.set_num_threads(1)
 
@@ -19,7 +20,7 @@ def test_top_k_matches_eigh():
     gen = torch.Generator().manual_seed(1)
     a = torch.randn(120, 120, generator=gen, dtype=torch.float64)
     a = a + a.T
-    res = lanczos(lambda v: a @ v, dim=120, k=4, tol=1e-10, max_iter=120)
+    res = lanczos(lambda v: a @ v, dim=120, k=4, tol=1e-10, vector_tol=1e-10, max_iter=120)
     ref = torch.linalg.eigvalsh(a).flip(0)[:4]
     assert res.converged
     torch.testing.assert_close(res.eigenvalues, ref, rtol=1e-9, atol=0)
@@ -55,10 +56,13 @@ def test_float32_matvec_accumulates_in_float64():
 def test_warm_start_reduces_matvecs():
     a = symmetric([10.0, 9.5, 9.0] + [8.0 * (1 - i / 200) for i in range(197)], seed=3)
     cold = lanczos(lambda v: a @ v, dim=200, tol=1e-8, max_iter=200)
-    warm = lanczos(lambda v: a @ v, dim=200, tol=1e-8, max_iter=200, v0=cold.eigenvectors[0])
+    # The recommended warm start: the top Ritz vector plus the guard pair's.
+    v0 = cold.eigenvectors[0] + cold.next_eigenvector
+    warm = lanczos(lambda v: a @ v, dim=200, tol=1e-8, max_iter=200, v0=v0)
     assert cold.converged and warm.converged
     assert warm.n_matvec < cold.n_matvec / 3
-    assert float(warm.eigenvalues[0]) == pytest.approx(10.0, rel=1e-10)
+    # tol is the requested relative eigenvalue accuracy.
+    assert float(warm.eigenvalues[0]) == pytest.approx(10.0, rel=1e-8)
 
 
 def test_invariant_subspace_restarts():
@@ -95,3 +99,71 @@ def test_no_ghost_copies_after_convergence():
     torch.testing.assert_close(res.eigenvalues, torch.tensor(spectrum[:3], dtype=torch.float64))
     gram = res.eigenvectors @ res.eigenvectors.T
     torch.testing.assert_close(gram, torch.eye(3, dtype=torch.float64), atol=1e-10, rtol=0)
+
+
+def close_pair_operator(n=600, seed=0):
+    """lambda_1 = 1 and lambda_2 = 0.964 (3.6% apart, as the Hessian at muP init), a few
+    outliers and a bulk below 0.3, in a Householder-rotated basis."""
+    gen = torch.Generator().manual_seed(seed)
+    top = torch.tensor([1.0, 0.964, 0.8, 0.7, 0.62, 0.55], dtype=torch.float64)
+    d = torch.cat([top, 0.3 * torch.rand(n - 6, generator=gen, dtype=torch.float64)])
+    u = torch.randn(n, generator=gen, dtype=torch.float64)
+    h = torch.eye(n, dtype=torch.float64) - 2 * torch.outer(u, u) / (u @ u)
+    a = h @ torch.diag(d) @ h
+    noise = torch.randn(n, generator=gen, dtype=torch.float64)
+    return a, h[:, 0], h[:, 1], noise / noise.norm()
+
+
+@pytest.mark.parametrize("overlap", [1e-2, 1e-3, 0.0])
+def test_close_top_pair_from_a_start_nearly_orthogonal_to_the_top_vector(overlap):
+    a, v1, v2, noise = close_pair_operator()
+    ref = torch.linalg.eigvalsh(a).flip(0)
+    assert float((ref[0] - ref[1]) / ref[0]) == pytest.approx(0.036, abs=1e-9)
+    v0 = v2 + overlap * v1 + 0.1 * noise  # almost the second eigenvector
+    res = lanczos(lambda v: a @ v, dim=600, v0=v0, tol=1e-3, max_iter=100)
+    assert res.converged
+    assert abs(float(res.eigenvalues[0]) - float(ref[0])) <= 1e-3 * float(ref[0])
+    # A residual test alone (the old stop, and ARPACK's) accepts the second eigenvalue.
+    naive = lanczos(lambda v: a @ v, dim=600, v0=v0, tol=1e9, vector_tol=1e-3, max_iter=100)
+    assert abs(float(naive.eigenvalues[0]) - float(ref[1])) <= 1e-3 * float(ref[1])
+
+
+def test_eigenvalue_stop_meets_the_accuracy_with_fewer_products_than_a_residual_stop():
+    a, _, _, _ = close_pair_operator(seed=1)
+    ref = float(torch.linalg.eigvalsh(a)[-1])
+    for tol in (1e-2, 1e-3, 1e-5):
+        res = lanczos(lambda v: a @ v, dim=600, tol=tol, max_iter=200)
+        by_residual = lanczos(lambda v: a @ v, dim=600, tol=1e9, vector_tol=tol, max_iter=200)
+        assert res.converged and abs(float(res.eigenvalues[0]) - ref) <= tol * ref
+        assert float(res.errors[0]) <= tol * float(res.eigenvalues[0])
+        assert res.n_matvec <= by_residual.n_matvec
+        assert res.next_eigenvalue is not None and res.next_eigenvector.shape == (600,)
+
+
+def test_eigenvalue_errors_by_hand():
+    theta = torch.tensor([10.0, 8.0, 5.0], dtype=torch.float64)
+    # Pair 0: gap 10 - 8 - r1 = 1.5 > r0 = 0.1 -> 0.01 / 1.5. Pair 1: neighbours give
+    # min(8 - 5 - 0.2, 10 - 0.1 - 8) = 1.9 > r1 = 0.5 -> 0.25 / 1.9.
+    errors = eigenvalue_errors(theta, torch.tensor([0.1, 0.5, 0.2], dtype=torch.float64), 2)
+    torch.testing.assert_close(errors, torch.tensor([0.01 / 1.5, 0.25 / 1.9], dtype=torch.float64))
+    # An unconverged neighbour (residual wider than the gap) leaves the plain residual.
+    errors = eigenvalue_errors(theta, torch.tensor([0.1, 3.0, 0.2], dtype=torch.float64), 1)
+    torch.testing.assert_close(errors, torch.tensor([0.1], dtype=torch.float64))
+    # No neighbour at all: the residual.
+    errors = eigenvalue_errors(theta[:1], torch.tensor([0.1], dtype=torch.float64), 1)
+    torch.testing.assert_close(errors, torch.tensor([0.1], dtype=torch.float64))
+
+
+def test_float32_operator_gets_float32_basis_rows_and_k_equal_dim_converges():
+    a = symmetric([3.0, 2.0, 1.0, 0.5], dtype=torch.float32)
+    seen = []
+
+    def matvec(v):
+        seen.append(v.dtype)
+        return a @ v
+
+    op = LinearOperator(matvec, dim=4, dtype=torch.float32, device=torch.device("cpu"))
+    res = lanczos(op, k=4, tol=1e-6)
+    assert set(seen) == {torch.float32} and res.converged and res.next_eigenvalue is None
+    torch.testing.assert_close(res.eigenvalues, torch.tensor([3.0, 2.0, 1.0, 0.5], dtype=torch.float64),
+                               rtol=1e-5, atol=1e-6)

@@ -27,8 +27,9 @@ class SpectraCallback(Callback):
     """Top-k eigenvalues of the Hessian, Gauss-Newton, NTK and Adam-preconditioned Hessian.
 
     Every ``every`` steps (and at step 0, in ``on_train_start``) each measure is
-    taken on ``state.fixed_batch`` by Lanczos, warm-started from the previous
-    eigenvectors (kept in ``state_dict``, so a resumed run measures the same).
+    taken on ``state.fixed_batch`` by Lanczos to a relative eigenvalue accuracy ``tol``,
+    warm-started from the sum of the previous top-k Ritz vectors and the next one
+    (kept in ``state_dict``, so a resumed run measures the same).
     Each eigenvalue becomes a row of table ``"spectra"``: step, measure, rank (0 =
     largest), eigenvalue, n_matvec, converged, lr (eta) and
     ``sharpness_base_lr_units = eigenvalue * eta / eta0`` (eta0 = ``state.base_lr``).
@@ -63,7 +64,8 @@ class SpectraCallback(Callback):
             n_ntk: Samples of the fixed batch (its first ones) for the NTK.
             ntk_kernel: ``"class_sum"`` (n x n, summed over outputs) or ``"full"``
                 (see ``ntk_operator``).
-            tol: Lanczos relative tolerance on the Ritz residuals.
+            tol: Relative accuracy of each eigenvalue (Lanczos' eigenvalue stop; the
+                figures need 1e-3).
             max_iter: Most Lanczos products per measure.
             n_trace_probes: Rademacher probes for ``"trace"``.
             lr_source: eta in base-LR units: ``"optimizer"`` takes the largest
@@ -105,6 +107,7 @@ class SpectraCallback(Callback):
         self.eval_mode = eval_mode
         self.seed = seed
         self._eigenvectors: dict[str, torch.Tensor] = {}
+        self._next: dict[str, torch.Tensor | None] = {}
         self._last_step: int | None = None
 
     def on_train_start(self, state: TrainState) -> None:
@@ -129,15 +132,18 @@ class SpectraCallback(Callback):
         self._maybe_measure(state)
 
     def state_dict(self) -> dict[str, Any]:
-        """Return the last eigenvectors (warm starts) and the last measured step."""
+        """Return the last eigenvectors and guard vectors (warm starts) and the last measured step."""
         return {
             "eigenvectors": {m: v.clone() for m, v in self._eigenvectors.items()},
+            "next_eigenvectors": {m: v.clone() for m, v in self._next.items() if v is not None},
             "last_step": self._last_step,
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore what ``state_dict`` returned."""
         self._eigenvectors = {m: v.clone() for m, v in state["eigenvectors"].items()}
+        # Checkpoints written before guard vectors were kept have none: top-k warm start.
+        self._next = {m: v.clone() for m, v in state.get("next_eigenvectors", {}).items()}
         self._last_step = state["last_step"]
 
     def _maybe_measure(self, state: TrainState) -> None:
@@ -185,7 +191,14 @@ class SpectraCallback(Callback):
         previous = self._eigenvectors.get(measure)
         v0 = None
         if previous is not None and previous.shape[1] == op.dim:
-            v0 = previous.sum(0).to(op.device)  # one start vector with weight on each old pair
+            # One start vector with weight on each old pair and on the guard pair below them:
+            # when two top eigenvalues swap between measurements both stay in the start
+            # (fewer products than a cold start along a run, benchmarks/bench_spectra.py).
+            v0 = previous.sum(0)
+            nxt = self._next.get(measure)
+            if nxt is not None and nxt.shape == v0.shape:
+                v0 = v0 + nxt
+            v0 = v0.to(op.device)
         try:
             result = lanczos(
                 op, k=k, v0=v0, tol=self.tol, max_iter=self.max_iter,
@@ -194,7 +207,10 @@ class SpectraCallback(Callback):
         except FloatingPointError:
             self._record_nan(state, measure, eta)
             return
-        self._eigenvectors[measure] = result.eigenvectors.detach().cpu()
+        self._eigenvectors[measure] = result.eigenvectors.detach().cpu()  # (k, P)
+        self._next[measure] = (
+            None if result.next_eigenvector is None else result.next_eigenvector.detach().cpu()
+        )  # (P,)
         for rank, value in enumerate(result.eigenvalues.tolist()):
             state.record(
                 "spectra",
