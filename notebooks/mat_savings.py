@@ -80,7 +80,7 @@ for model, s in summary["by_model"].items():
         saved_w = s["wall_saved_pct_vs_full"].get(variant)
         rows.append([
             model, variant, f"{s['reached_target'][variant]}/{s['seeds'][variant]}",
-            ci_text({k: (v / 1e9 if v is not None else None) for k, v in s["flops_to_target"][variant].items()}, "{:.0f}"),
+            ci_text({k: (v / 1e9 if v is not None else None) for k, v in s["flops_to_target"][variant].items()}, "{:.3g}"),
             ci_text(s["wall_to_target"][variant], "{:.1f}"),
             "-" if saved_f is None else ci_text(saved_f, "{:.1f}"),
             "-" if saved_w is None else ci_text(saved_w, "{:.1f}"),
