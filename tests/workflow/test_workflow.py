@@ -91,6 +91,24 @@ def test_tiny_dag_end_to_end(tmp_path, venv_env):
     for stem in ["mat_heads_gpt", "mat_heads_vit", "mat_trajectories_gpt", "mat_trajectories_vit", "mat_cv_width",
                  "mat_savings_gpt", "mat_savings_vit", "mat_savings_table"]:
         assert (results / "figures" / f"{stem}.png").stat().st_size > 5_000, stem
+    # The lag study: every run grown from its base, LAG statistics with the keys, figures.
+    lag = json.loads((results / "analysis/lag/summary.json").read_text())
+    lags = [str(k) for k in sorted({*tiny["lag"]["lags"], tiny["lag"]["grow"]["steps"]})]
+    for key in ("spearman_by_lag", "kendall_by_lag", "regret_by_lag", "top1_by_lag"):
+        assert list(lag[key]) == lags and lag[key]["0"]["n"] == len(tiny["lag"]["seeds"]), key
+    assert set(lag["spearman_by_lag_by_param"]) == {"sp", "mup-a0.5"} and set(lag["lag_at_threshold"]) == {"sp", "mup-a0.5"}
+    assert set(lag["final_loss"]) == set(tiny["lag"]["grow"]["strategies"])
+    assert lag["strategy_spread_over_seed_sd"]["sp"]["seed_sd"] is not None
+    assert set(lag["adaptive_vs_fixed"]) == {"adaptive", "stack_top", "stack_middle", "stack_scratch", "stack_top_pc",
+                                             "stack_middle_pc", "stack_scratch_pc"}
+    assert lag["n_diverged"] == 0
+    import pandas as pd
+
+    lag_growth = pd.read_parquet(results / "analysis/lag/growth.parquet")
+    assert lag_growth["chosen"].notna().sum() == tiny["lag"]["adaptive"]["end_depth"] - tiny["lag"]["adaptive"]["start_depth"]
+    for stem in ["lag_curves", "lag_init_vs_final", "lag_lk_vs_final", "lag_rho", "lag_selection", "lag_final_table",
+                 "lag_rho_by_param", "lag_stacking"]:
+        assert (results / "figures" / f"{stem}.png").stat().st_size > 5_000, stem
     # Every job is an MLflow child run of this invocation, FINISHED.
     client = MlflowClient(f"sqlite:///{results}/mlflow.db")
     exp = client.get_experiment_by_name("traindyn")
@@ -108,7 +126,7 @@ def test_tiny_dag_end_to_end(tmp_path, venv_env):
                     for a in client.list_artifacts(r.info.run_id, "figures"))
     assert logged == sorted(p.name for p in (results / "figures").glob("*.png"))
     # Training runs were recorded by their jobs and imported by the aggregation, once each.
-    for study in ("scaling", "mat"):
+    for study in ("scaling", "mat", "lag"):
         runs_dir = results / "runs" / study
         train = [r for r in jobs if r.data.tags["stage"] == "train" and r.data.tags.get("wildcard.study") == study]
         assert len(train) == len(list(runs_dir.iterdir()))

@@ -28,7 +28,7 @@ def _spec(cfg: dict[str, Any], run: str, seed: int, depth: int, steps: int, para
         depth_alpha=alpha, optimizer=t["optimizer"], lr=lr or t["lr"], momentum=0.0,
         weight_decay=t["weight_decay"], loss="xent", steps=steps, batch_size=t["batch_size"],
         schedule=schedule, warmup_steps=t["warmup_steps"] if warmup is None else warmup,
-        eval_every=eval_every or steps, eval_examples=t["eval_examples"], checkpoint_every=0,
+        eval_every=eval_every or steps, eval_examples=t["eval_examples"], checkpoint_every=t["checkpoint_every"],
         loss_cap=t["loss_cap"], seed=seed, context=m["context"], grad_clip=t["grad_clip"], extra=extra,
     )  # fmt: skip
 
