@@ -198,7 +198,7 @@ def _yaml_where(err: yaml.YAMLError) -> str:
 
 def _read_file(path: Path) -> tuple[dict[str, Any] | None, str | None]:
     if not path.is_file():
-        return None, f"config file {str(path)!r} does not exist"
+        return None, f"config file {str(path)!r} does not exist (or is not a file)"
     try:
         content = yaml.safe_load(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as err:
