@@ -26,12 +26,18 @@ def rerun_command(run_dir: Path, study: str) -> str:
             f"(or traindyn train --study {study} --run {run_dir.name} --out {run_dir})")  # fmt: skip
 
 
-def read_final(run_dir: Path, study: str) -> dict[str, Any]:
+def read_final(run_dir: Path, study: str, run: str | None = None) -> dict[str, Any]:
     """``final.json`` of one run as a dict.
+
+    Args:
+        run_dir: The run's folder.
+        study: Its study (for the rerun command).
+        run: The run id it must hold (default: the folder's name).
 
     Raises:
         RunFileError: If it is missing, not JSON, or names another run.
     """
+    run = Path(run_dir).name if run is None else run
     path = Path(run_dir) / "final.json"
     if not path.is_file():
         raise RunFileError(f"{path} is missing: the run is not finished; {rerun_command(Path(run_dir), study)}")
@@ -39,9 +45,9 @@ def read_final(run_dir: Path, study: str) -> dict[str, Any]:
         final = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
         raise RunFileError(f"{path}: not valid JSON ({err}); {rerun_command(Path(run_dir), study)}") from err
-    if not isinstance(final, dict) or final.get("run") != Path(run_dir).name:
+    if not isinstance(final, dict) or final.get("run") != run or not isinstance(final.get("spec"), dict):
         got = final.get("run") if isinstance(final, dict) else type(final).__name__
-        raise RunFileError(f"{path}: written for run {got!r}, not {Path(run_dir).name!r}; "
+        raise RunFileError(f"{path}: written for run {got!r}, not {run!r}; "
                            f"{rerun_command(Path(run_dir), study)}")  # fmt: skip
     return final
 

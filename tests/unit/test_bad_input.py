@@ -375,3 +375,19 @@ def test_checkpoint_of_this_spec_that_cannot_be_restored_is_an_error(digits, tmp
                 "callbacks": []}, ckpt)  # fmt: skip
     with pytest.raises(ValueError, match=f"(?s){ckpt}: holds this run's spec but cannot be restored.*delete it"):
         train(spec, digits, tmp_path, progress=False)
+
+
+def test_spectra_cli_names_a_bad_final_json(finished, tmp_path, monkeypatch, capsys):
+    import shutil
+
+    monkeypatch.chdir(tmp_path)
+    run = tmp_path / "sp-w16-d2-lr0.1-s0"
+    shutil.copytree(finished / run.name, run)
+    (run / "final.json").write_text("{")
+    args = ["spectra", "--study", "scaling", "--run", run.name, "--run-dir", str(run), "tracking.enabled=false"]
+    assert main(args, allow_server=False) == 1
+    err = capsys.readouterr().err
+    assert f"{run / 'final.json'}: not valid JSON" in err and "snakemake -c1 --force" in err and "Traceback" not in err
+    (run / "final.json").unlink()
+    assert main(args, allow_server=False) == 1
+    assert f"{run / 'final.json'} is missing" in capsys.readouterr().err

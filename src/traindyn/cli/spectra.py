@@ -30,18 +30,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace, cfg: Config) -> int:
     """Rebuild the run's model, load each trajectory row in order and measure it."""
-    import json
-
+    from ..runfiles import read_final
     from ..scaling import spectra_settings
     from ..spectra import SpectraCallback, spectra_over_snapshots
     from ..track import job_run
     from ..train import RunSpec
 
     run_dir = Path(args.run_dir or f"results/runs/{args.study}/{args.run}")
-    final = run_dir / "final.json"
-    if not final.is_file():
-        raise FileNotFoundError(f"{final} is missing: train the run first (traindyn train ...)")
-    spec = RunSpec.from_dict(json.loads(final.read_text())["spec"])
+    # Names a missing, truncated or foreign final.json and the command that rewrites it.
+    spec = RunSpec.from_dict(read_final(run_dir, args.study, args.run)["spec"])
     # What the run measured during training, else what the config's sharpness section says.
     settings = {**spectra_settings(cfg.raw["scaling"]), **spec.extra.get("spectra", {})}
     settings["every"] = args.every or settings["every"]
