@@ -14,6 +14,7 @@ include: "workflow/rules/figures.smk"
 # Each further study: its rules (train, analysis, figures) in one file, extending ALL_FIGURES.
 include: "workflow/rules/lag.smk"
 include: "workflow/rules/mat.smk"
+include: "workflow/rules/cmd.smk"
 
 
 # Every figure the pipeline knows.

@@ -29,6 +29,7 @@ STUDIES: dict[str, str] = {
     "scaling": "traindyn.scaling.study",
     "mat": "traindyn.mat.study",
     "lag": "traindyn.grow.study",
+    "cmd": "traindyn.cmd.study",
 }
 
 

@@ -79,6 +79,18 @@ def test_tiny_dag_end_to_end(tmp_path, venv_env):
     for stem in ["scaling_lr_width", "scaling_lr_depth", "scaling_coord_check", "scaling_sharpness_width",
                  "scaling_ntk_width", "scaling_hessian_vs_gn", "scaling_sharpness_spread", "scaling_sharpness_depth"]:
         assert (results / "figures" / f"{stem}.png").stat().st_size > 5_000, stem
+    # The cmd study: trajectories, fits, summary with every key the issue lists, figures.
+    cmd = json.loads((results / "analysis/cmd/summary.json").read_text())
+    assert set(cmd["test_accuracy"]) == {"sgd", "ema", "swa", "cmd_posthoc", "cmd_online", "p_sgd"}
+    assert all(v["mean"] is not None for v in cmd["test_accuracy"].values())
+    assert cmd["cmd_minus_sgd_accuracy"]["ci95"] is not None  # paired over the two seeds
+    assert cmd["online_vs_posthoc_max_abs_diff"] < 1e-8
+    assert set(cmd["reconstruction_error"]) == {"cmd", "pca", "dmd"} and cmd["pca_never_worse_than_cmd"]
+    assert set(cmd["embedded"]) == {"0.4"} and set(cmd["modes_needed"]) == {"mup"}
+    assert (results / "runs/cmd/mlp-sp-w16-d2-lr0.2-s0/trajectory/weights.f32").is_file()
+    for stem in ["cmd_corr", "cmd_error", "cmd_examples", "cmd_accuracy", "cmd_online", "cmd_embedded",
+                 "cmd_modes_width"]:
+        assert (results / "figures" / f"{stem}.png").stat().st_size > 5_000, stem
     # The mat study: every variant and CV run finished, summary keys as issue 11 lists, figures.
     mat = json.loads((results / "analysis/mat/summary.json").read_text())
     assert set(mat) >= {"lambda_max_cv_across_heads", "flops_to_target", "flops_saved_pct_vs_full",
@@ -126,11 +138,14 @@ def test_tiny_dag_end_to_end(tmp_path, venv_env):
                     for a in client.list_artifacts(r.info.run_id, "figures"))
     assert logged == sorted(p.name for p in (results / "figures").glob("*.png"))
     # Training runs were recorded by their jobs and imported by the aggregation, once each.
-    for study in ("scaling", "mat", "lag"):
+    for study in ("scaling", "mat", "lag", "cmd"):
         runs_dir = results / "runs" / study
         train = [r for r in jobs if r.data.tags["stage"] == "train" and r.data.tags.get("wildcard.study") == study]
         assert len(train) == len(list(runs_dir.iterdir()))
         assert {r.data.tags["run_id"] for r in train} == {d.name for d in runs_dir.iterdir()}
+    # The cmd study's cmdfit jobs were deferred too and imported by its aggregation, once each.
+    fits = [r.data.tags["run_id"] for r in jobs if r.data.tags["stage"] == "cmdfit"]
+    assert sorted(fits) == sorted(d.name for d in (results / "runs/cmd").iterdir())
     # A second invocation finds nothing to do.
     start = time.perf_counter()
     again = snakemake(args, tmp_path, venv_env)

@@ -8,12 +8,12 @@ import sys
 from pathlib import Path
 
 from ..config import Config, ConfigError, load_config
-from . import aggregate, coordcheck, data, figure, spectra, train
+from . import aggregate, cmdfit, coordcheck, data, figure, spectra, train
 
 __all__ = ["main"]
 
 # Each subcommand module exposes NAME, HELP, EPILOG, add_arguments(parser) and run(args, cfg).
-SUBCOMMANDS = [data, train, spectra, aggregate, coordcheck, figure]
+SUBCOMMANDS = [data, train, spectra, cmdfit, aggregate, coordcheck, figure]
 
 
 def _common(parser: argparse.ArgumentParser) -> None:
