@@ -47,6 +47,17 @@ def save(fig, name):
     save_figure(fig, out, name, formats, dpi)
 
 
+def plain_log(ax, axis, ticks=None):
+    """Log axis with plain tick labels (and no overlapping minor labels)."""
+    from matplotlib.ticker import FuncFormatter, NullFormatter
+
+    target = ax.xaxis if axis == "x" else ax.yaxis
+    if ticks is not None:
+        (ax.set_xticks if axis == "x" else ax.set_yticks)(list(ticks))
+    target.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+    target.set_minor_formatter(NullFormatter())
+
+
 def ci_text(entry, scale=100, unit=" pp"):
     if entry is None or entry.get("mean") is None:
         return "n/a"
@@ -97,6 +108,8 @@ for row, model in zip(axes, MODELS, strict=True):
                ylabel="relative error", title=f"{model}: error vs dimensions")
     row[1].set(xscale="log", yscale="log", xlabel="stored numbers / N",
                title=f"{model}: error vs storage (N = {n:,})")
+    plain_log(row[0], "x", sorted(e["dims"].unique()))
+    plain_log(row[1], "x")
     row[0].legend(fontsize=7)
 pca_ok = summary["pca_never_worse_than_cmd"]
 fig.suptitle("Error normalised by the trajectory's variance around its temporal mean; "
@@ -126,7 +139,7 @@ save(fig, "cmd_examples")
 # ## Test accuracy: SGD, EMA, SWA, CMD post-hoc, CMD online, P-SGD (95% CI over seeds)
 
 # %%
-fig, axes = plt.subplots(1, 2, figsize=(11, 0.6 + 0.45 * (len(METHODS) + 1)), gridspec_kw={"width_ratios": [3, 2]})
+fig, axes = plt.subplots(1, 2, figsize=(12, 0.8 + 0.6 * (len(METHODS) + 1)), gridspec_kw={"width_ratios": [3, 2]})
 cells, rows = [], []
 for method, label in METHODS.items():
     line = []
@@ -136,13 +149,13 @@ for method, label in METHODS.items():
         text = "n/a" if acc["mean"] is None else f"{100 * acc['mean']:.2f}" + (
             f" ± {100 * acc['ci95']:.2f}" if acc["ci95"] is not None else "")
         if diff and method != "sgd":
-            text += f"  ({ci_text(diff)})"
+            text += f"\n({ci_text(diff)})"
         line.append(text)
     cells.append(line)
     rows.append(label)
 axes[0].axis("off")
 table = axes[0].table(cellText=cells, rowLabels=rows, colLabels=MODELS, loc="center", cellLoc="center")
-table.scale(1, 1.4)
+table.scale(1, 2.4)
 table.auto_set_font_size(False)
 table.set_fontsize(7)
 axes[0].set_title("test accuracy % (mean ± CI); in brackets: paired difference vs SGD", fontsize=8)
@@ -166,13 +179,13 @@ o = online.groupby("model").mean(numeric_only=True).reindex(MODELS)
 fig, axes = plt.subplots(1, 2, figsize=(8.4, 3.0))
 x = np.arange(len(o))
 axes[0].bar(x - 0.2, o["trajectory_floats"] * 4 / 1e6, 0.4, label="trajectory N·T")
-axes[0].bar(x + 0.2, o["state_floats"] * 4 / 1e6, 0.4, label="online state 2N + M·T")
-axes[0].set(xticks=x, xticklabels=o.index, ylabel="MB (float32)", yscale="log", title="memory")
-axes[0].legend(fontsize=7)
+axes[0].bar(x + 0.2, o["state_floats"] * 8 / 1e6, 0.4, label="online state 2N + M·T (float64)")
+axes[0].set(xticks=x, xticklabels=o.index, ylabel="MB", yscale="log", title="memory (trajectory in float32)")
+axes[0].legend(fontsize=7, loc="lower left")
 axes[1].bar(x - 0.2, o["posthoc_fit_seconds"], 0.4, label="post-hoc fit on all T")
 axes[1].bar(x + 0.2, o["update_seconds_per_snapshot"], 0.4, label="online update per snapshot")
 axes[1].set(xticks=x, xticklabels=o.index, ylabel="seconds", yscale="log", title="time")
-axes[1].legend(fontsize=7)
+axes[1].legend(fontsize=7, loc="lower left")
 fig.suptitle(f"online state = {100 * summary['online_state_floats_over_trajectory']:.1f}% of the trajectory; "
              f"online vs post-hoc a, b: max |diff| = {summary['online_vs_posthoc_max_abs_diff']:.1e}", fontsize=9)
 fig.tight_layout()
@@ -220,11 +233,21 @@ if len(modes):
                 title=f"error at M = {summary['fixed_modes']}")
     axes[0].legend(fontsize=7)
     axes[1].legend(fontsize=6, ncol=2)
-    widest = modes["width"].max()
+    widths = sorted(modes["width"].unique())
+    for ax in axes:
+        plain_log(ax, "x", widths)
+    plain_log(axes[0], "y", sorted(errors.loc[errors["method"] == "cmd", "dims"].unique()))
+    widest = max(widths)
     at = modes[modes["width"] == widest].groupby("param")["error_at_fixed_modes"].mean()
-    verdict = ("NTK needs fewer modes than μP" if at.get("ntk", np.nan) < at.get("mup", np.nan)
-               else "NTK does not need fewer modes than μP")
-    fig.suptitle(f"at width {widest}, error at M = {summary['fixed_modes']}: "
-                 + ", ".join(f"{PARAMS.get(p, p)} {v:.3f}" for p, v in at.items()) + f" — {verdict}", fontsize=9)
+    need = summary["modes_needed"]
+    n_ntk, n_mup = need.get("ntk", {}).get(str(widest)), need.get("mup", {}).get(str(widest))
+    if n_ntk is None or n_mup is None:
+        verdict = "modes needed not reached by NTK or μP: not compared"
+    elif n_ntk < n_mup:
+        verdict = f"NTK needs fewer modes than μP ({n_ntk:g} vs {n_mup:g})"
+    else:
+        verdict = f"NTK does not need fewer modes than μP ({n_ntk:g} vs {n_mup:g})"
+    fig.suptitle(f"width {widest}: {verdict}; error at M = {summary['fixed_modes']}: "
+                 + ", ".join(f"{PARAMS.get(p, p)} {v:.3f}" for p, v in at.items()), fontsize=9)
     fig.tight_layout()
     save(fig, "cmd_modes_width")
