@@ -46,6 +46,18 @@ def test_online_cmd_in_training_equals_posthoc_on_the_trajectory(digits, tmp_pat
     assert updates["snapshots"].sum() == t and (updates["snapshots"][~updates["warmup"]] <= batch).all()
 
 
+def test_online_cmd_runs_with_training_not_from_saved_weights(digits, tmp_path):
+    # The reference code replayed saved checkpoints; here nothing is saved and the fit is the same.
+    with_traj = OnlineCMDCallback(every=2, warmup=5, k=200, m=4)
+    without = OnlineCMDCallback(every=2, warmup=5, k=200, m=4)
+    train(_spec(), digits, tmp_path / "a", callbacks=[with_traj], progress=False)
+    train(_spec(snapshot_every=0), digits, tmp_path / "b", callbacks=[without], progress=False)
+    assert not (tmp_path / "b/trajectory").exists() and not list((tmp_path / "b").glob("*.pt"))
+    a, b = np.load(tmp_path / "a/cmd_online.npz"), np.load(tmp_path / "b/cmd_online.npz")
+    np.testing.assert_array_equal(a["a"], b["a"])
+    np.testing.assert_array_equal(a["labels"], b["labels"])
+
+
 def test_embedded_parameters_stay_exactly_on_their_mode_line(digits, tmp_path):
     spec = _spec(momentum=0.9, lr=0.05)
     cb = EmbeddedCMDCallback(interval=2, percent=20, max_fraction=0.5, every=2, warmup=5, k=200, m=4)
