@@ -91,3 +91,35 @@ def test_psgd_moves_only_within_the_warmup_pca_subspace(digits, tmp_path):
     resid = delta - (delta @ v) @ v.T
     assert np.linalg.norm(resid) < 1e-4 * np.linalg.norm(delta)
     assert np.linalg.norm(delta[-1]) > 0
+
+
+def test_a_resumed_run_ends_with_the_same_online_and_embedded_fits(digits, tmp_path):
+    from traindyn.train import Callback
+
+    class Stop(Exception):
+        pass
+
+    class StopAt(Callback):
+        def __init__(self, step):
+            self.at = step
+
+        def on_step_end(self, state, loss):
+            if state.step == self.at:
+                raise Stop
+
+    spec = _spec(checkpoint_every=10)
+
+    def callbacks(stop):
+        return [OnlineCMDCallback(every=2, warmup=5, k=200, m=4),
+                EmbeddedCMDCallback(interval=2, percent=20, max_fraction=0.5, every=2, warmup=5, k=200, m=4),
+                StopAt(stop)]
+
+    train(spec, digits, tmp_path / "whole", callbacks=callbacks(None), progress=False)
+    with pytest.raises(Stop):
+        train(spec, digits, tmp_path / "cut", callbacks=callbacks(25), progress=False)
+    train(spec, digits, tmp_path / "cut", callbacks=callbacks(None), progress=False)
+    for name in ("cmd_online", "cmd_embedded"):
+        a, b = np.load(tmp_path / f"whole/{name}.npz"), np.load(tmp_path / f"cut/{name}.npz")
+        assert set(a.files) == set(b.files)
+        for key in a.files:
+            np.testing.assert_array_equal(a[key], b[key], err_msg=f"{name}.{key}")
