@@ -321,6 +321,7 @@ def test_cli_reports_an_unreadable_source_without_a_traceback(tmp_path, monkeypa
     assert list((tmp_path / "results" / "data").iterdir()) == []  # nothing half-written
 
 
+@pytest.mark.slow
 def test_workflow_job_log_holds_the_same_message(tmp_path, venv_env):
     from conftest import snakemake
 
