@@ -54,10 +54,13 @@ lint: $(STAMP)
 
 bench: $(STAMP) data-packages
 	$(BIN)/python -m pip install --quiet --no-deps pyhessian==0.1
+	# Spectral peers, --no-deps so no other torch build is pulled (curvlinops' import needs the next four).
+	$(BIN)/python -m pip install --quiet --no-deps curvlinops-for-pytorch==3.0.1 hessian-eigenthings==1.0.0a5 \
+	  einops==0.8.2 einconv==0.1.0 opt-einsum==3.4.0 linear_operator==0.6.1
 	mkdir -p results/benchmarks
 	$(BIN)/snakemake --cores 1 results/data/fashion-mnist --workflow-profile workflow/profiles/local
 	$(BIN)/python benchmarks/bench_train.py --data-dir results/data/fashion-mnist > results/benchmarks/train.json
-	$(BIN)/python benchmarks/bench_spectra.py > results/benchmarks/spectra.json
+	$(BIN)/python benchmarks/bench_spectra.py --data-dir results/data/fashion-mnist > results/benchmarks/spectra.json
 	cat results/benchmarks/train.json results/benchmarks/spectra.json
 
 clean-results:

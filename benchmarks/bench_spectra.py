@@ -1,18 +1,29 @@
-"""Benchmark of traindyn.spectra against the obvious alternatives; prints one JSON object.
+"""Benchmark of traindyn.spectra against the strongest peers; prints one JSON object.
 
 Sections (each comparison on the same model and batch in one run):
+- sharpness_along_training: the pipeline's workload. The scaling study's sharpness runs
+  at width 512 (MLP depth 2, 668,672 parameters, Fashion-MNIST, fixed batch 256; SP and
+  muP, cross-entropy and MSE) trained by traindyn's loop, measured every 50 steps; at
+  every state each method must reach 1e-3 relative error on the top Hessian eigenvalue
+  against a float64 reference. Ours (own stop at tol=1e-3, cold and warm starts),
+  SciPy eigsh (ARPACK) on a curvlinops Hessian operator and on ours (ncv swept, each
+  ncv's loosest working tol), PyHessian 0.1 and hessian-eigenthings (both with an
+  oracle stop); products and wall time per method, ratios to ours
+  (benchmarks/spectra_workload.py).
+- lanczos_step: one Lanczos step vs one Hessian-vector product at P = 668,672.
 - hvp_cost: one Hessian-vector product vs one gradient, for the library's retained
   double backward and the torch.func alternatives; also J v by double vjp vs forward AD.
-- lanczos_vs_power: HVPs and time to reach rel. error 1e-3 on the top Hessian eigenvalue,
-  our Lanczos vs PyHessian's power iteration (the pyhessian package if installed, else a
-  faithful reimplementation, labelled as such).
 - ntk_matrix_free_vs_explicit: NTK top eigenvalue, matrix-free Lanczos vs the explicit
   Jacobian (torch.func.jacrev), time and peak RSS in a subprocess each; and at >= 1M
   parameters with n = 512 the matrix-free path only.
 - module_ntk: every module's lambda_max (one pass, split by module) vs one full-NTK
   lambda_max on the same probes, for an MLP's layers and a tiny transformer's heads.
 
-Usage: python benchmarks/bench_spectra.py [--quick] [--threads 1]
+The peers are installed by `make bench` (pinned, --no-deps). The machine's load is
+recorded at start and end: timings on a shared machine are noisy, ratios within one run
+(methods interleaved state by state) less so.
+
+Usage: python benchmarks/bench_spectra.py [--quick] [--threads 1] [--data-dir DIR]
 """
 
 from __future__ import annotations
@@ -25,10 +36,19 @@ import os
 import resource
 import subprocess
 import sys
+import tempfile
 import time
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from spectra_workload import (
+    TARGET,
+    compare_on_trajectory,
+    prepare_fashion,
+    trajectory,
+    workload_specs,
+)
 from torch import nn
 from torch.func import functional_call, grad, jacrev, jvp, vjp
 
@@ -40,9 +60,6 @@ from traindyn.spectra import (
     ntk_kernel,
     ntk_operator,
 )
-
-TARGET_REL_ERR = 1e-3
-
 
 _T0 = time.perf_counter()
 
@@ -114,23 +131,6 @@ def n_params(model: nn.Module) -> int:
 def half_mse(f: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     """0.5 * ||f - onehot(y)||^2 summed over classes, mean over the batch."""
     return 0.5 * (f - F.one_hot(y, f.shape[-1]).to(f.dtype)).pow(2).sum(-1).mean()
-
-
-LOSSES = {"cross_entropy": F.cross_entropy, "mse": half_mse}
-
-
-def train_briefly(model: nn.Module, steps: int, loss_fn=F.cross_entropy, lr: float = 0.05, batch: int = 64) -> float:
-    x, y = digits(1797)
-    opt = torch.optim.SGD(model.parameters(), lr=lr)
-    gen = torch.Generator().manual_seed(1)
-    loss = torch.tensor(float("nan"))
-    for _ in range(steps):
-        idx = torch.randint(0, len(x), (batch,), generator=gen)
-        opt.zero_grad()
-        loss = loss_fn(model(x[idx]), y[idx])
-        loss.backward()
-        opt.step()
-    return loss.item()
 
 
 class Head(nn.Module):
@@ -231,162 +231,66 @@ def bench_hvp_cost(model: nn.Module, loss_fn, x: torch.Tensor, y: torch.Tensor, 
     }
 
 
-# ----------------------------------------------------------------------------- Lanczos vs power
+# ----------------------------------------------------------------------------- Lanczos step cost
 
 
-class _Reached(Exception):
-    """Raised from inside a solver once its estimate is within the target error."""
-
-
-def within(estimate: float, ref: float) -> bool:
-    return abs(estimate - ref) <= TARGET_REL_ERR * abs(ref)
-
-
-def lanczos_hvps_to_target(op, lam: float, max_iter: int) -> int | None:
-    """Products until the top Ritz value is within the target error of ``lam``."""
-    reached: list[int] = []
-
-    def check(m: int, theta: torch.Tensor) -> None:
-        if within(float(theta[0]), lam):
-            reached.append(m)
-            raise _Reached
-
-    try:
-        lanczos(op, k=1, tol=0.0, max_iter=max_iter, callback=check)
-    except _Reached:
-        return reached[0]
-    return None
-
-
-def pyhessian_power_counting(model, loss_fn, x, y, max_hvp: int, tol: float, seed: int, stop_at=None):
-    """PyHessian's eigenvalues(top_n=1): the package if installed, else a faithful copy.
-
-    Returns (label, estimates, timestamps) with one estimate <Hv, v> per HVP, exactly the
-    value PyHessian compares between iterations. With ``stop_at`` (a reference eigenvalue)
-    it stops as soon as the estimate is within the target error of it.
-    """
-    torch.manual_seed(seed)
-    try:
-        import pyhessian  # noqa: F401
-        from pyhessian import hessian as PyHessian
-
-        module = sys.modules["pyhessian.hessian"]
-        original = module.hessian_vector_product
-        estimates, stamps = [], []
-
-        def counting(gradsH, params, v):
-            hv = original(gradsH, params, v)
-            estimates.append(float(sum(torch.sum(a * b) for a, b in zip(hv, v, strict=True))))
-            stamps.append(time.perf_counter())
-            if stop_at is not None and within(estimates[-1], stop_at):
-                raise _Reached
-            return hv
-
-        module.hessian_vector_product = counting
-        try:
-            t0 = time.perf_counter()
-            PyHessian(model, loss_fn, data=(x, y), cuda=False).eigenvalues(maxIter=max_hvp, tol=tol)
-        except _Reached:
-            pass
-        finally:
-            module.hessian_vector_product = original
-        return "pyhessian package", estimates, [s - t0 for s in stamps]
-    except ImportError:
-        return ("faithful reimplementation of PyHessian 0.1 hessian.eigenvalues (pyhessian not installed)",
-                *power_iteration_pyhessian(model, loss_fn, x, y, max_hvp, tol, stop_at))
-
-
-def power_iteration_pyhessian(model, loss_fn, x, y, max_hvp: int, tol: float, stop_at=None):
-    """PyHessian 0.1's power iteration: retained gradient graph, list-of-tensors ops."""
-    t0 = time.perf_counter()
-    model.eval()
-    params = [p for p in model.parameters() if p.requires_grad]
-    loss = loss_fn(model(x), y)
-    grads_h = torch.autograd.grad(loss, params, create_graph=True)
-
-    def normalization(v):
-        s = float(sum(torch.sum(a * a) for a in v)) ** 0.5
-        return [a / (s + 1e-6) for a in v]
-
-    v = normalization([torch.randn(p.size()) for p in params])
-    eigenvalue, estimates, stamps = None, [], []
-    for _ in range(max_hvp):
-        hv = torch.autograd.grad(grads_h, params, grad_outputs=v, only_inputs=True, retain_graph=True)
-        tmp = float(sum(torch.sum(a * b) for a, b in zip(hv, v, strict=True)))
-        estimates.append(tmp)
-        stamps.append(time.perf_counter() - t0)
-        if stop_at is not None and within(tmp, stop_at):
-            break
-        v = normalization(hv)
-        if eigenvalue is not None and abs(eigenvalue - tmp) / (abs(eigenvalue) + 1e-6) < tol:
-            break
-        eigenvalue = tmp
-    return estimates, stamps
-
-
-def first_within(estimates: list[float], ref: float, rel: float) -> int | None:
-    for i, e in enumerate(estimates):
-        if abs(e - ref) <= rel * abs(ref):
-            return i + 1
-    return None
-
-
-def bench_lanczos_vs_power(model, loss_fn, x, y, max_hvp: int, repeats: int) -> dict:
-    op = hessian_operator(model, loss_fn, (x, y))
-    ref = lanczos(op, k=1, tol=1e-8, max_iter=300)
-    lam = float(ref.eigenvalues[0])
-    # Counting pass: products until each estimate is first within the target error.
-    m_lanczos = lanczos_hvps_to_target(op, lam, max_iter=300)
-    label, power_est, _ = pyhessian_power_counting(model, loss_fn, x, y, max_hvp, tol=0.0, seed=0, stop_at=lam)
-    m_power = first_within(power_est, lam, TARGET_REL_ERR)
-    # Timing pass at equal accuracy: exactly the products each needs, operator set-up included.
-    def lanczos_to_target():
-        lanczos(hessian_operator(model, loss_fn, (x, y)), k=1, tol=0.0, max_iter=m_lanczos)
-
-    fns = {"lanczos": lanczos_to_target}
-    if m_power is not None:
-        # The counting implementation again, stopped at exactly m_power products (set-up included).
-        fns["power"] = lambda: pyhessian_power_counting(model, loss_fn, x, y, m_power, tol=0.0, seed=0)
+def bench_lanczos_step(op, steps: tuple[int, ...], repeats: int) -> dict:
+    """One Lanczos step (product + reorthogonalization + bookkeeping) vs one product alone."""
+    v = torch.randn(op.dim, generator=torch.Generator().manual_seed(0))
+    n_hvp = max(steps)
+    fns = {"hvp": lambda: [op(v) for _ in range(n_hvp)]}
+    for m in steps:
+        fns[f"lanczos_{m}_steps"] = lambda m=m: lanczos(op, tol=0.0, max_iter=m)
     times = interleaved_times(fns, repeats)
-    t_lanczos, t_power = times["lanczos"], times.get("power")
-    # Each method's own stopping rule at tol 1e-3.
-    own_l = lanczos(op, k=1, tol=TARGET_REL_ERR, max_iter=300)
-    _, own_p, _ = pyhessian_power_counting(model, loss_fn, x, y, max_hvp, tol=TARGET_REL_ERR, seed=0)
-    model.train()
-    return {
-        "reference_lambda_max": lam,
-        "reference_residual_rel": float(ref.residuals[0] / abs(lam)),
-        "target_rel_err": TARGET_REL_ERR,
-        "power_iteration_impl": label,
-        "lanczos_hvps_to_target": m_lanczos,
-        "power_hvps_to_target": m_power if m_power is not None else f"> {max_hvp}",
-        "hvp_ratio_power_over_lanczos": (m_power / m_lanczos) if m_power else f"> {max_hvp / m_lanczos:.1f}",
-        "lanczos_time_to_target_s": t_lanczos,
-        "power_time_to_target_s": t_power,
-        "time_ratio_power_over_lanczos": (t_power / t_lanczos) if t_power else None,
-        "own_stopping_rule_tol_1e-3": {
-            "lanczos": {"hvps": own_l.n_matvec, "rel_err": abs(float(own_l.eigenvalues[0]) - lam) / abs(lam)},
-            "power (PyHessian rule)": {"hvps": len(own_p), "rel_err": abs(own_p[-1] - lam) / abs(lam)},
-        },
-    }
+    hvp = times["hvp"] / n_hvp
+    out = {"n_params": op.dim, "dtype": str(op.dtype), "hvp_s": hvp}
+    for m in steps:
+        step = times[f"lanczos_{m}_steps"] / m
+        out[f"step_s ({m} steps)"] = step
+        out[f"step_over_hvp ({m} steps)"] = step / hvp
+        out[f"overhead_over_hvp ({m} steps)"] = (step - hvp) / hvp
+    return out
 
 
-def hvp_counts(model, loss_fn, x, y, max_hvp: int) -> dict:
-    """HVPs each method needs to reach the target error (no timing): for the settings sweep."""
-    op = hessian_operator(model, loss_fn, (x, y))
-    ref = lanczos(op, k=3, tol=1e-8, max_iter=300)
-    lam = float(ref.eigenvalues[0])
-    m_l = lanczos_hvps_to_target(op, lam, max_iter=300)
-    _, power_est, _ = pyhessian_power_counting(model, loss_fn, x, y, max_hvp, tol=0.0, seed=0, stop_at=lam)
-    model.train()
-    m_p = first_within(power_est, lam, TARGET_REL_ERR)
-    return {
-        "top3": [round(float(e), 4) for e in ref.eigenvalues],
-        "lambda2_over_lambda1": float(ref.eigenvalues[1] / ref.eigenvalues[0]),
-        "lanczos_hvps": m_l,
-        "power_hvps": m_p if m_p is not None else f"> {max_hvp}",
-        "ratio": (m_p / m_l) if m_p else f"> {max_hvp / m_l:.1f}",
-    }
+def summarise(trajectories: list[dict]) -> dict:
+    """Totals over every trajectory per method family, and the issue's claims checked."""
+    total: dict = {}
+
+    def add(name, entry):
+        slot = total.setdefault(name, {"products": 0, "seconds": 0.0, "all_within_target": True})
+        slot["products"] += entry.get("products", 0)
+        slot["seconds"] += entry.get("seconds", 0.0)
+        slot["all_within_target"] &= bool(entry.get("all_within_target"))
+
+    for t in trajectories:
+        methods = t["methods"]
+        for name, entry in methods.items():
+            if name.startswith("ours") or not name.startswith("arpack"):
+                add(name, entry)
+        # Best ARPACK per trajectory (by products, ties by time), per operator.
+        for backend in ("curvlinops", "traindyn-operator"):
+            group = {k: v for k, v in methods.items()
+                     if k.startswith("arpack") and backend in k and v.get("all_within_target")}
+            if group:
+                best = min(group, key=lambda k: (group[k]["products"], group[k]["seconds"]))
+                add(f"best-tuned arpack ({backend})", group[best])
+                fastest = min(group, key=lambda k: group[k]["seconds"])
+                add(f"fastest arpack ({backend})", group[fastest])
+            else:
+                add(f"best-tuned arpack ({backend})", {"all_within_target": False})
+    ours = total.get("ours (warm=top2)")
+    claims = {}
+    if ours:
+        ar = total.get("best-tuned arpack (curvlinops)", {})
+        fast = total.get("fastest arpack (curvlinops)", {})
+        py = total.get("pyhessian 0.1 power iteration", {})
+        claims = {
+            "ours within target at every state": ours["all_within_target"],
+            "products: best arpack (curvlinops) / ours": ar.get("products", 0) / ours["products"],
+            "time: fastest arpack (curvlinops) / ours": fast.get("seconds", 0.0) / ours["seconds"],
+            "products: pyhessian (oracle stop) / ours": py.get("products", 0) / ours["products"],
+        }
+    return {"totals": total, "claims": claims}
 
 
 # ----------------------------------------------------------------------------- NTK (subprocesses)
@@ -541,6 +445,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="smaller models and batches (about a minute)")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
+    parser.add_argument("--data-dir", help="prepared fashion-mnist (default: prepared into a temp dir)")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     parser.add_argument("--child-width", help=argparse.SUPPRESS)
     parser.add_argument("--child-n", type=int, help=argparse.SUPPRESS)
@@ -561,35 +466,28 @@ def main() -> None:
         "load_average_at_start": os.getloadavg(),
     }
 
-    hidden = 128 if quick else 256
-    widths = [784, hidden, hidden, 10]
-    steps = 100 if quick else 300
-    x, y = digits(128 if quick else 256, seed=2)
-    max_hvp = 300 if quick else 1000
-    # Headline setting: MSE (the scaling study's edge-of-stability loss) after brief training.
-    model = mlp(widths)
-    final_loss = train_briefly(model, steps=steps, loss_fn=half_mse)
-    out["hessian_setup"] = {
-        "model": f"MLP {widths} tanh", "n_params": n_params(model), "batch": x.shape[0],
-        "data": "sklearn digits upsampled to 28x28, standardised", "loss": "mse (0.5 sum over classes, mean over batch)",
-        "trained_steps": steps, "train_loss": final_loss,
+    data_dir = Path(args.data_dir) if args.data_dir else prepare_fashion(Path(tempfile.mkdtemp()))
+    specs = workload_specs()
+    names = ["sp-xent", "mup-xent"] if quick else ["sp-xent", "mup-xent", "sp-mse", "mup-mse"]
+    n_states = 3 if quick else 7
+    ncvs = (5, 20) if quick else (3, 5, 8, 20)
+    trajectories = []
+    for name in names:
+        log(f"sharpness along training: {specs[name].run}")
+        trajectories.append(compare_on_trajectory(specs[name], data_dir, every=50, n_states=n_states,
+                                                  ncvs=ncvs, max_hvp=400, log=log))
+    out["sharpness_along_training"] = {
+        "target_rel_err": TARGET, "every": 50, "states_per_run": n_states, "data": str(data_dir),
+        "summary": summarise(trajectories), "trajectories": trajectories,
     }
+
+    log("lanczos step vs one product")
+    model, batch, loss_fn, _ = trajectory(specs["sp-xent"], data_dir, every=50, n_states=1)
+    op = hessian_operator(model, loss_fn, batch)
+    out["lanczos_step"] = bench_lanczos_step(op, steps=(10, 20, 40), repeats=3 if quick else 5)
     log("hvp cost")
-    out["hvp_cost"] = bench_hvp_cost(model, half_mse, x, y, repeats=11 if quick else 21)
-    log("lanczos vs power iteration")
-    out["lanczos_vs_power"] = bench_lanczos_vs_power(model, half_mse, x, y, max_hvp=max_hvp,
-                                                     repeats=3 if quick else 5)
-    log("lanczos vs power iteration: settings sweep (counts only)")
-    sweep = {}
-    for loss_name, loss_fn in LOSSES.items():
-        for trained in (0, steps):
-            m = mlp(widths)
-            if trained:
-                train_briefly(m, steps=trained, loss_fn=loss_fn)
-            sweep[f"{loss_name}, {'trained ' + str(trained) + ' steps' if trained else 'init'}"] = hvp_counts(
-                m, loss_fn, x, y, max_hvp
-            )
-    out["lanczos_vs_power_settings_sweep"] = sweep
+    out["hvp_cost"] = bench_hvp_cost(model, loss_fn, *batch, repeats=5 if quick else 11)
+    del op
 
     log("ntk matrix-free vs explicit")
     out["ntk_matrix_free_vs_explicit"] = bench_ntk(
@@ -601,6 +499,7 @@ def main() -> None:
     )
 
     log("per-module NTK")
+    widths = [784, 128 if quick else 256, 128 if quick else 256, 10]
     mlp_model = mlp(widths)
     mlp_modules = {f"layer{i}": [f"{2 * i}.weight", f"{2 * i}.bias"] for i in range(len(widths) - 1)}
     n_probe = 32 if quick else 64

@@ -1,0 +1,400 @@
+"""The pipeline's sharpness workload, and the peers that solve it, for bench_spectra.py.
+
+The workload: the scaling study's measured runs (MLP width 512, depth 2, Fashion-MNIST,
+its fixed batch of 256) trained by traindyn's own loop; the weights at every
+``every``-th step are the states. At each state every method must reach a relative
+error of ``TARGET`` on the top Hessian eigenvalue against a float64 reference.
+
+Peers, each at its best setting on the whole trajectory:
+- ``ours``: ``traindyn.spectra.lanczos`` with its own stop at ``tol=TARGET``, cold or warm.
+- ``arpack``: SciPy ``eigsh(which="LA")`` on a curvlinops ``HessianLinearOperator``
+  (and on traindyn's operator, to separate solver from product), ncv swept, each ncv's
+  loosest ``tol`` (of a ladder) that meets the target at every state.
+- ``pyhessian``: PyHessian 0.1's power iteration, stopped by an oracle at the first
+  estimate within the target (a lower bound on what its own rule needs).
+- ``eigenthings``: hessian-eigenthings' Lanczos (fixed step count, no early stop), with
+  the smallest step count per state that meets the target (an oracle again).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from traindyn.spectra import hessian_operator, lanczos
+from traindyn.train import Callback, RunData, build, make_loss, train
+
+TARGET = 1e-3
+ARPACK_TOLS = (1e-1, 3e-2, 1e-2, 3e-3, 1e-3, 1e-4, 1e-5)
+
+
+class _Capture(Callback):
+    """Keeps a copy of the weights at every ``every``-th step (step 0 included)."""
+
+    def __init__(self, every: int) -> None:
+        self.every, self.states = every, {}
+
+    def _keep(self, state) -> None:
+        if state.step % self.every == 0:
+            self.states[state.step] = {k: v.detach().clone() for k, v in state.model.state_dict().items()}
+
+    def on_train_start(self, state) -> None:
+        self._keep(state)
+
+    def on_step_end(self, state, loss: float) -> None:
+        self._keep(state)
+
+
+def prepare_fashion(out_dir: Path) -> Path:
+    """Fashion-MNIST prepared by traindyn's data stage (config.yaml's data section)."""
+    from traindyn.config import load_config
+    from traindyn.data import prepare_dataset
+
+    cfg = load_config([Path(__file__).resolve().parents[1] / "config.yaml"])
+    target = out_dir / "fashion-mnist"
+    if not (target / "manifest.json").is_file():
+        prepare_dataset("fashion-mnist", cfg.data, target)
+    return target
+
+
+def workload_specs(width: int = 512) -> dict[str, object]:
+    """The scaling study's sharpness runs at ``width`` (SP and muP, cross-entropy and MSE)."""
+    from traindyn.config import load_config
+    from traindyn.scaling.grid import scaling_runs
+
+    cfg = load_config([Path(__file__).resolve().parents[1] / "config.yaml"]).raw["scaling"]
+    specs = {}
+    for spec in scaling_runs(cfg).values():
+        if "spectra" in spec.extra and spec.model["width"] == width and spec.seed == 0 and spec.depth_alpha is None:
+            specs[f"{spec.param}-{spec.loss}"] = spec
+    return {k: specs[k] for k in sorted(specs) if k.split("-")[0] in ("sp", "mup")}
+
+
+def trajectory(spec, data_dir: Path, every: int, n_states: int):
+    """Train ``spec`` for ``every * (n_states - 1)`` steps; return model, batch, loss, states."""
+    spec = dataclasses.replace(spec, steps=every * (n_states - 1), checkpoint_every=0,
+                               eval_every=every * (n_states - 1))
+    capture = _Capture(every)
+    with tempfile.TemporaryDirectory() as run_dir:
+        train(spec, data_dir, run_dir, callbacks=[capture], device=torch.device("cpu"), progress=False)
+    data = RunData(spec, Path(data_dir), torch.device("cpu"))
+    model, _ = build(spec, data.model_dims(), torch.device("cpu"))
+    return model, data.fixed_batch, make_loss(spec.loss), capture.states
+
+
+# ----------------------------------------------------------------------------- reference, ours
+
+
+def reference(model: nn.Module, loss_fn, batch) -> tuple[float, float]:
+    """Top two eigenvalues of the float64 Hessian (a deep copy of the model in float64)."""
+    m64 = _copy(model).double()
+    x, y = batch
+    res = lanczos(hessian_operator(m64, loss_fn, (x.double(), y)), k=2, tol=1e-12, max_iter=250)
+    return float(res.eigenvalues[0]), float(res.eigenvalues[1])
+
+
+def _copy(model: nn.Module) -> nn.Module:
+    import copy
+
+    return copy.deepcopy(model)
+
+
+def rel_err(value: float, ref: float) -> float:
+    return abs(value - ref) / abs(ref)
+
+
+def oracle_products(op, ref: float, max_iter: int = 200) -> int | None:
+    """Products until our top Ritz value is first within the target (no stopping rule)."""
+    hit: list[int] = []
+
+    def check(m, theta):
+        if not hit and rel_err(float(theta[0]), ref) <= TARGET:
+            hit.append(m)
+            raise StopIteration
+
+    try:
+        lanczos(op, k=1, tol=0.0, max_iter=max_iter, callback=check)
+    except StopIteration:
+        return hit[0]
+    return None
+
+
+def warm_start(previous, how: str):
+    """Start vector from the previous state's result: ``cold``, ``top`` or ``top2``."""
+    if previous is None or how == "cold":
+        return None
+    v = previous.eigenvectors[0]
+    if how == "top2" and previous.next_eigenvector is not None:
+        # Equal weights: if the top two eigenvalues swap between states, both stay found.
+        v = v + previous.next_eigenvector
+    return v
+
+
+# ----------------------------------------------------------------------------- peers
+
+
+class _Counted:
+    """A matvec wrapper that counts products."""
+
+    def __init__(self, fn):
+        self.fn, self.n = fn, 0
+
+    def __call__(self, v):
+        self.n += 1
+        return self.fn(v)
+
+
+class HalfMSE(nn.Module):
+    """0.5 * ||f - onehot(y)||^2 summed over classes, mean over the batch (traindyn's mse)."""
+
+    reduction = "mean"
+
+    def forward(self, f: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return 0.5 * (f - F.one_hot(y, f.shape[-1]).to(f.dtype)).pow(2).sum(-1).mean()
+
+
+def curvlinops_operator(model, loss: str, batch):
+    """A SciPy LinearOperator of the Hessian by curvlinops (one batch, no determinism check)."""
+    from curvlinops import HessianLinearOperator
+
+    loss_func = nn.CrossEntropyLoss() if loss == "xent" else HalfMSE()
+    params = [p for p in model.parameters() if p.requires_grad]
+    op = HessianLinearOperator(model, loss_func, params, [batch], check_deterministic=False)
+    return op.to_scipy(dtype=np.float32)
+
+
+def traindyn_scipy_operator(model, loss_fn, batch):
+    """traindyn's retained-graph Hessian operator as a SciPy LinearOperator (float32)."""
+    from scipy.sparse.linalg import LinearOperator
+
+    op = hessian_operator(model, loss_fn, batch)
+
+    def mv(v):
+        return op(torch.from_numpy(np.ascontiguousarray(v, dtype=np.float32).reshape(-1))).numpy()
+
+    return LinearOperator((op.dim, op.dim), matvec=mv, dtype=np.float32)
+
+
+def arpack(scipy_op, ncv: int, tol: float, v0=None, seed: int = 0):
+    """eigsh(k=1, which='LA'); returns (eigenvalue, eigenvector, products)."""
+    from scipy.sparse.linalg import LinearOperator, eigsh
+
+    counted = _Counted(scipy_op.matvec)
+    op = LinearOperator(scipy_op.shape, matvec=counted, dtype=scipy_op.dtype)
+    if v0 is None:
+        v0 = np.random.default_rng(seed).standard_normal(scipy_op.shape[0]).astype(np.float32)
+    vals, vecs = eigsh(op, k=1, which="LA", ncv=ncv, tol=tol, v0=v0, maxiter=1000)
+    return float(vals[0]), vecs[:, 0], counted.n
+
+
+def pyhessian_to_target(model, loss_fn, batch, ref: float, max_hvp: int, seed: int = 0):
+    """PyHessian 0.1's eigenvalues(top_n=1), stopped at the first estimate within the target.
+
+    Returns (products, seconds) or (None, seconds) if ``max_hvp`` products did not reach it.
+    """
+    from pyhessian import hessian as PyHessian
+
+    module = sys.modules["pyhessian.hessian"]
+    original = module.hessian_vector_product
+    count = [0]
+
+    class _Done(Exception):
+        pass
+
+    def counting(grads_h, params, v):
+        hv = original(grads_h, params, v)
+        count[0] += 1
+        estimate = float(sum(torch.sum(a * b) for a, b in zip(hv, v, strict=True)))
+        if rel_err(estimate, ref) <= TARGET:
+            raise _Done
+        return hv
+
+    torch.manual_seed(seed)
+    module.hessian_vector_product = counting
+    t0 = time.perf_counter()
+    try:
+        PyHessian(model, loss_fn, data=batch, cuda=False).eigenvalues(maxIter=max_hvp, tol=0.0)
+        hit = None
+    except _Done:
+        hit = count[0]
+    finally:
+        module.hessian_vector_product = original
+    elapsed = time.perf_counter() - t0
+    for p in model.parameters():  # PyHessian's backward(create_graph=True) left graphs in .grad
+        p.grad = None
+    return hit, elapsed
+
+
+def eigenthings_to_target(model, loss_fn, batch, ref: float, max_iter: int = 50, seed: int = 0):
+    """Smallest step count of hessian-eigenthings' lanczos(k=1, which='LA') within the target.
+
+    Its lanczos runs a fixed number of steps from a seeded start; the first j steps of a
+    longer run are the same, so one run of ``max_iter`` steps gives every j's answer.
+    Returns (steps, seconds of one lanczos call with that many steps) or (None, None).
+    """
+    import hessian_eigenthings as he
+
+    def make():
+        return he.HessianOperator(model, [batch], he.supervised_loss(loss_fn))
+
+    gen = torch.Generator().manual_seed(seed)
+    op = make()
+    v0 = torch.randn(op.size, dtype=op.dtype, generator=gen)
+    td = he.lanczos_tridiagonal(op, v0, max_iter, reorthogonalize=True)
+    a, b = td.alphas.double(), td.betas.double()
+    steps = None
+    for j in range(1, td.iterations + 1):
+        t = torch.diag(a[:j]) + torch.diag(b[: j - 1], 1) + torch.diag(b[: j - 1], -1)
+        if rel_err(float(torch.linalg.eigvalsh(t)[-1]), ref) <= TARGET:
+            steps = j
+            break
+    if steps is None:
+        return None, None
+    t0 = time.perf_counter()
+    res = he.lanczos(make(), k=1, max_iter=max(steps, 1), which="LA", seed=seed, reorthogonalize=True)
+    elapsed = time.perf_counter() - t0
+    if rel_err(float(res.eigenvalues[0]), ref) > TARGET:  # its own start differs: report honestly
+        return f"own start missed the target at {steps} steps", elapsed
+    return steps, elapsed
+
+
+# ----------------------------------------------------------------------------- the comparison
+
+
+def _load(model, weights):
+    model.load_state_dict(weights)
+    return model
+
+
+def run_ours(model, loss_fn, batch, states, refs, how: str, max_iter: int = 100) -> dict:
+    """Our Lanczos at tol=TARGET along the trajectory, warm-started as ``how`` says."""
+    previous, rows = None, []
+    for (step, weights), ref in zip(states.items(), refs, strict=True):
+        _load(model, weights)
+        t0 = time.perf_counter()
+        op = hessian_operator(model, loss_fn, batch)
+        res = lanczos(op, k=1, tol=TARGET, max_iter=max_iter, v0=warm_start(previous, how),
+                      generator=torch.Generator().manual_seed(step))
+        elapsed = time.perf_counter() - t0
+        previous = res
+        rows.append({"step": step, "products": res.n_matvec, "seconds": elapsed,
+                     "rel_err": rel_err(float(res.eigenvalues[0]), ref[0])})
+    return _summary(rows)
+
+
+def _summary(rows: list[dict]) -> dict:
+    return {
+        "products": sum(r["products"] for r in rows),
+        "seconds": sum(r["seconds"] for r in rows),
+        "max_rel_err": max(r["rel_err"] for r in rows),
+        "all_within_target": all(r["rel_err"] <= TARGET for r in rows),
+        "per_state_products": [r["products"] for r in rows],
+    }
+
+
+def run_arpack(model, loss_fn, loss: str, batch, states, refs, ncv: int, backend: str, warm: bool) -> dict:
+    """eigsh at each ladder tol until one meets the target at every state (that one is kept)."""
+    tried = []
+    for tol in ARPACK_TOLS:
+        rows, v0 = [], None
+        for (step, weights), ref in zip(states.items(), refs, strict=True):
+            _load(model, weights)
+            t0 = time.perf_counter()
+            sop = curvlinops_operator(model, loss, batch) if backend == "curvlinops" else \
+                traindyn_scipy_operator(model, loss_fn, batch)
+            value, vec, n = arpack(sop, ncv=ncv, tol=tol, v0=v0 if warm else None, seed=step)
+            rows.append({"step": step, "products": n, "seconds": time.perf_counter() - t0,
+                         "rel_err": rel_err(value, ref[0])})
+            v0 = vec
+            if rows[-1]["rel_err"] > TARGET:
+                break
+        tried.append(tol)
+        if len(rows) == len(states) and all(r["rel_err"] <= TARGET for r in rows):
+            return {"tol": tol, "tols_tried": tried, **_summary(rows)}
+    return {"tol": None, "tols_tried": tried, "all_within_target": False}
+
+
+def run_pyhessian(model, loss_fn, batch, states, refs, max_hvp: int) -> dict:
+    rows = []
+    for (step, weights), ref in zip(states.items(), refs, strict=True):
+        _load(model, weights)
+        n, seconds = pyhessian_to_target(model, loss_fn, batch, ref[0], max_hvp, seed=step)
+        if n is None:
+            return {"all_within_target": False, "note": f"> {max_hvp} products at step {step}"}
+        rows.append({"step": step, "products": n, "seconds": seconds, "rel_err": TARGET})
+    model.eval()
+    return {**_summary(rows), "note": "oracle stop at the first estimate within the target"}
+
+
+def run_eigenthings(model, loss_fn, batch, states, refs) -> dict:
+    rows = []
+    for (step, weights), ref in zip(states.items(), refs, strict=True):
+        _load(model, weights)
+        steps, seconds = eigenthings_to_target(model, loss_fn, batch, ref[0], seed=step)
+        if not isinstance(steps, int):
+            return {"all_within_target": False, "note": f"step {step}: {steps}"}
+        rows.append({"step": step, "products": steps, "seconds": seconds, "rel_err": TARGET})
+    return {**_summary(rows), "note": "oracle: fewest fixed Lanczos steps within the target, per state",
+            "fixed_max_iter_for_whole_trajectory": max(r["products"] for r in rows) * len(rows)}
+
+
+def compare_on_trajectory(spec, data_dir: Path, every: int, n_states: int, ncvs, max_hvp: int,
+                          log=print) -> dict:
+    """Every method on one trajectory; products, seconds and the ratios to ours."""
+    model, batch, loss_fn, states = trajectory(spec, data_dir, every, n_states)
+    refs = [reference(_load(model, w), loss_fn, batch) for w in states.values()]
+    out = {"run": spec.run, "loss": spec.loss, "param": spec.param, "lr": spec.lr,
+           "n_params": sum(p.numel() for p in model.parameters()), "batch": batch[0].shape[0],
+           "steps": list(states), "reference_top2": [[round(a, 6), round(b, 6)] for a, b in refs],
+           "top2_gap_rel": [round((a - b) / a, 4) for a, b in refs]}
+    methods: dict = {}
+    for how in ("cold", "top", "top2"):
+        methods[f"ours (warm={how})"] = run_ours(model, loss_fn, batch, states, refs, how)
+    log(f"{spec.run}: ours done")
+    for backend in ("curvlinops", "traindyn-operator"):
+        for ncv in ncvs:
+            for warm in (False, True):
+                # ARPACK on our operator separates solver from product: at the usual best ncv.
+                # With ncv = 20 the first Krylov space already holds 20 products: no warm run.
+                if (backend != "curvlinops" and ncv != 5) or (warm and ncv >= 20):
+                    continue
+                key = f"arpack eigsh ({backend}, ncv={ncv}, {'warm' if warm else 'cold'})"
+                methods[key] = run_arpack(model, loss_fn, spec.loss, batch, states, refs, ncv, backend, warm)
+    log(f"{spec.run}: arpack done")
+    methods["pyhessian 0.1 power iteration"] = run_pyhessian(model, loss_fn, batch, states, refs, max_hvp)
+    methods["hessian-eigenthings lanczos"] = run_eigenthings(model, loss_fn, batch, states, refs)
+    log(f"{spec.run}: pyhessian, eigenthings done")
+    out["methods"] = methods
+    out["ratios_vs_ours"] = _ratios(methods)
+    return out
+
+
+def _ratios(methods: dict) -> dict:
+    ours = {k: v for k, v in methods.items() if k.startswith("ours") and v["all_within_target"]}
+    if not ours:
+        return {}
+    best = min(ours, key=lambda k: (ours[k]["products"], ours[k]["seconds"]))
+    arpacks = {k: v for k, v in methods.items() if k.startswith("arpack") and v.get("all_within_target")}
+    ratios = {"ours": best}
+    for name, group in (("arpack_curvlinops", {k: v for k, v in arpacks.items() if "curvlinops" in k}),
+                        ("arpack_traindyn_operator", {k: v for k, v in arpacks.items() if "traindyn" in k})):
+        if group:
+            by_products = min(group, key=lambda k: (group[k]["products"], group[k]["seconds"]))
+            by_time = min(group, key=lambda k: group[k]["seconds"])
+            ratios[f"best_{name}_by_products"] = by_products
+            ratios[f"{name}_products_over_ours"] = group[by_products]["products"] / ours[best]["products"]
+            ratios[f"best_{name}_by_time"] = by_time
+            ratios[f"{name}_time_over_ours"] = group[by_time]["seconds"] / ours[best]["seconds"]
+    for key in ("pyhessian 0.1 power iteration", "hessian-eigenthings lanczos"):
+        if methods.get(key, {}).get("all_within_target"):
+            ratios[f"{key}: products_over_ours"] = methods[key]["products"] / ours[best]["products"]
+            ratios[f"{key}: time_over_ours"] = methods[key]["seconds"] / ours[best]["seconds"]
+    return ratios

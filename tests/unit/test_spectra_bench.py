@@ -1,0 +1,55 @@
+"""Smoke test of the spectra benchmark's comparison functions on a tiny model (not the benchmark)."""
+
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
+W = pytest.importorskip("spectra_workload")
+
+torch.set_num_threads(1)
+
+
+def tiny():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(12, 16), nn.Tanh(), nn.Linear(16, 4))
+    gen = torch.Generator().manual_seed(1)
+    batch = (torch.randn(32, 12, generator=gen), torch.randint(0, 4, (32,), generator=gen))
+    states = {}
+    for step in (0, 1, 2):
+        with torch.no_grad():
+            for p in model.parameters():
+                p.add_(0.05 * torch.randn(p.shape, generator=gen))
+        states[step] = {k: v.clone() for k, v in model.state_dict().items()}
+    return model, batch, states
+
+
+def test_methods_meet_the_target_against_the_dense_hessian():
+    pytest.importorskip("scipy")
+    model, batch, states = tiny()
+    loss_fn = nn.functional.cross_entropy
+    refs = [W.reference(W._load(model, w), loss_fn, batch) for w in states.values()]
+    # The float64 reference is the dense Hessian's top eigenvalue.
+    W._load(model, states[2])
+    params = [p for p in model.parameters()]
+    flat = torch.cat([p.detach().reshape(-1) for p in params]).double()
+    sizes = [p.numel() for p in params]
+
+    def loss_of(theta):
+        chunks = [c.view(p.shape) for c, p in zip(theta.split(sizes), params, strict=True)]
+        out = torch.func.functional_call(model.double(), dict(zip([n for n, _ in model.named_parameters()],
+                                                                 chunks, strict=True)), (batch[0].double(),))
+        return loss_fn(out, batch[1])
+
+    dense = torch.autograd.functional.hessian(loss_of, flat)
+    model.float()
+    assert refs[2][0] == pytest.approx(float(torch.linalg.eigvalsh(dense)[-1]), rel=1e-9)
+    ours = W.run_ours(model, loss_fn, batch, states, refs, "top2")
+    assert ours["all_within_target"] and ours["products"] == sum(ours["per_state_products"])
+    arpack = W.run_arpack(model, loss_fn, "xent", batch, states, refs, ncv=5, backend="traindyn", warm=False)
+    assert arpack["all_within_target"] and arpack["tol"] in W.ARPACK_TOLS
+    ratios = W._ratios({"ours (warm=top2)": ours, "arpack eigsh (traindyn-operator, ncv=5, cold)": arpack})
+    assert ratios["arpack_traindyn_operator_products_over_ours"] == arpack["products"] / ours["products"]
