@@ -2,8 +2,8 @@
 
 A run folder (``results/runs/<study>/<run>/``) is complete when ``final.json`` exists: the
 loop writes its parquet tables first and ``final.json`` last, each tmp-then-rename. A
-later stage (``traindyn aggregate``) checks every folder up front, so a missing, truncated
-or foreign file stops the job with one message listing each bad file and the exact
+later stage (``traindyn aggregate``) checks every folder up front (final.json, every
+parquet table and JSON file in it), so a missing, truncated or foreign file stops the job with one message listing each bad file and the exact
 command that rewrites it, before any output is touched.
 """
 
@@ -107,6 +107,11 @@ def check_runs(run_dirs: list[Path], study: str) -> None:
         for table in sorted(d.glob("*.parquet")):
             if (why := _parquet_problem(table)) is not None:
                 problems.append(f"{table}: not a readable parquet file ({why}); {rerun_command(d, study)}")
+        for other in sorted(set(d.glob("*.json")) - {d / "final.json"}):  # tracking.json, a study's fits
+            try:
+                json.loads(other.read_text(encoding="utf-8"))
+            except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+                problems.append(f"{other}: not valid JSON ({err}); {rerun_command(d, study)}")
     if problems:
         raise RunFileError("\n".join(problems) if len(problems) == 1 else
                            f"{len(problems)} problems with the runs:\n" + "\n".join(f"  - {p}" for p in problems))  # fmt: skip

@@ -297,6 +297,7 @@ def finished(digits, tmp_path_factory):
     ("foreign final", "written for run 'other-run', not 'sp-w16-d2-lr0.1-s1'"),
     ("truncated parquet", "metrics.parquet: not a readable parquet file"),
     ("text parquet", "metrics.parquet: not a readable parquet file"),
+    ("truncated record", "tracking.json: not valid JSON"),
 ])  # fmt: skip
 def test_bad_run_files_are_named_with_the_command_that_rewrites_them(finished, tmp_path, breaks, says):
     import shutil
@@ -315,6 +316,8 @@ def test_bad_run_files_are_named_with_the_command_that_rewrites_them(finished, t
         final.write_text(json.dumps({**json.loads(final.read_text()), "run": "other-run"}))
     elif breaks == "truncated parquet":
         metrics.write_bytes(metrics.read_bytes()[:-30])
+    elif breaks == "truncated record":
+        (run / "tracking.json").write_text('{"run": ')
     else:
         metrics.write_text("step,metric,value\n")
     with pytest.raises(RunFileError) as err:
