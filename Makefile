@@ -61,7 +61,8 @@ bench: $(STAMP) data-packages
 	$(BIN)/snakemake --cores 1 results/data/fashion-mnist --workflow-profile workflow/profiles/local
 	$(BIN)/python benchmarks/bench_train.py --data-dir results/data/fashion-mnist > results/benchmarks/train.json
 	$(BIN)/python benchmarks/bench_spectra.py --data-dir results/data/fashion-mnist > results/benchmarks/spectra.json
-	cat results/benchmarks/train.json results/benchmarks/spectra.json
+	$(BIN)/python benchmarks/bench_cmd.py > results/benchmarks/cmd.json
+	cat results/benchmarks/train.json results/benchmarks/spectra.json results/benchmarks/cmd.json
 
 clean-results:
 	rm -rf results
