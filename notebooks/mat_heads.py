@@ -54,13 +54,15 @@ for model in sorted(main["model"].unique()):
     full = main[(main["model"] == model) & (main["variant"] == "full")]
     steps = sorted(full["step"].unique())
     shown = sorted({steps[0], steps[len(steps) // 2], steps[-1]})
-    fig, axes = plt.subplots(2, len(shown), figsize=(3.3 * len(shown), 5.6), squeeze=False)
+    fig, axes = plt.subplots(2, len(shown), figsize=(3.3 * len(shown), 6.4), squeeze=False)
+    fig.subplots_adjust(hspace=0.45)
     for row, (stat, label) in enumerate((("lambda_max", "λ_max (class-trace)"), ("erank", "effective rank"))):
         grid_all = full.groupby(["step", "layer", "head"])[stat].mean()
         vmin, vmax = float(grid_all.min()), float(grid_all.max())
         for ax, step in zip(axes[row], shown, strict=True):
             grid = grid_all.loc[step].unstack("head")
             im = ax.imshow(grid.to_numpy(), cmap="viridis", vmin=vmin, vmax=vmax, aspect="auto")
+            ax.grid(False)
             ax.set_xticks(range(grid.shape[1]))
             ax.set_yticks(range(grid.shape[0]))
             ax.set_xlabel("head")
