@@ -142,6 +142,7 @@ cells = [[s, f"{m:.4f}", "n/a" if c is None or np.isnan(c) else f"{c:.4f}", int(
 ax.table(cells, colLabels=["strategy", f"l(T={T}) mean", "95% CI ±", "seeds"], loc="center")
 verdict = "exceeds" if spread["exceeds"] else "does NOT exceed"
 ax.set_title(f"spread of strategy means {num(spread['spread'])} {verdict} the seed sd {num(spread['seed_sd'])}\n"
+             f"(strategy x seed residual sd {num(spread['paired_sd'])}: the noise within a seed's ranking)\n"
              f"best {spread['best']}, gap to 2nd {num(spread['best_gap'])} = {num(spread['best_gap_over_seed_sd'], 2)} seed sd",
              fontsize=8)
 save(fig, "lag_final_table")

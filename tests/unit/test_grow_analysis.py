@@ -74,8 +74,14 @@ def test_strategy_spread_against_hand_computed_values():
     assert s["spread"] == pytest.approx(np.std([1.1, 2.1], ddof=1))
     assert s["seed_sd"] == pytest.approx(np.std([1.0, 1.2], ddof=1))
     assert s["exceeds"] and s["best"] == "a" and s["best_gap"] == pytest.approx(1.0)
+    assert s["paired_sd"] == pytest.approx(0.0, abs=1e-12)  # b = a + 1 on every seed
     noisy = final.assign(val_loss=[1.0, 2.0, 1.1, 2.1])
-    assert not strategy_spread(noisy)["exceeds"]
+    out = strategy_spread(noisy)
+    assert not out["exceeds"]
+    # a seed shift common to both strategies: large seed sd, no strategy x seed residual
+    assert out["paired_sd"] == pytest.approx(0.0, abs=1e-12)
+    crossed = final.assign(val_loss=[1.0, 1.2, 1.2, 1.0])  # residuals +-0.1: sd = sqrt(4 * 0.01 / 1)
+    assert strategy_spread(crossed)["paired_sd"] == pytest.approx(0.2)
 
 
 def test_base_plateau_flags_an_undertrained_base():

@@ -82,8 +82,9 @@ def strategy_spread(final: pd.DataFrame) -> dict[str, Any]:
 
     Returns:
         ``spread`` (sd across strategies of their mean), ``seed_sd`` (pooled sd across
-        seeds within a strategy), ``ratio``, ``exceeds`` (ratio > 1), ``best_gap`` (second
-        best mean minus the best) and ``best_gap_over_seed_sd``.
+        seeds within a strategy), ``ratio``, ``exceeds`` (ratio > 1), ``paired_sd`` (sd of
+        the strategy x seed residual: the noise within a seed's ranking), ``ratio_paired``,
+        ``best_gap`` (second best mean minus the best) and ``best_gap_over_seed_sd``.
     """
     means = final.groupby("strategy")["val_loss"].mean().sort_values()
     var = final.groupby("strategy")["val_loss"].var(ddof=1).dropna()
@@ -91,7 +92,14 @@ def strategy_spread(final: pd.DataFrame) -> dict[str, Any]:
     spread = float(means.std(ddof=1)) if len(means) > 1 else math.nan
     gap = float(means.iloc[1] - means.iloc[0]) if len(means) > 1 else math.nan
     ratio = spread / seed_sd if seed_sd and math.isfinite(seed_sd) else math.nan
+    # The noise a per-seed ranking sees: the strategy x seed residual (a seed that is worse
+    # for every strategy moves the seed sd, not the ranking).
+    wide = final.pivot_table(index="strategy", columns="seed", values="val_loss").dropna(axis=1)
+    resid = wide.sub(wide.mean(axis=1), axis=0).sub(wide.mean(axis=0), axis=1) + wide.to_numpy().mean()
+    dof = (wide.shape[0] - 1) * (wide.shape[1] - 1)
+    paired = float(math.sqrt((resid.to_numpy() ** 2).sum() / dof)) if dof > 0 else math.nan
     return {"spread": spread, "seed_sd": seed_sd, "ratio": ratio, "exceeds": bool(ratio > 1),
+            "paired_sd": paired, "ratio_paired": spread / paired if paired else math.nan,
             "best": str(means.index[0]), "best_gap": gap,
             "best_gap_over_seed_sd": gap / seed_sd if seed_sd else math.nan}  # fmt: skip
 
