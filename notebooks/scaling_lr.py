@@ -87,6 +87,18 @@ if len(width_runs):
               "dotted = fitted optimum). Shift = log2(best η0 at widest / narrowest).")
 
 # %% [markdown]
+# ## GPT char-LM with Adam: SP | μP (| NTK)
+
+# %%
+gpt_runs = runs[runs["sweep"] == "gpt"]
+if len(gpt_runs):
+    params = [p for p in ["sp", "ntk", "mup"] if p in set(gpt_runs["param"])]
+    lr_panels(gpt_runs, "param", params, NAMES.get, "width", summary["lr_shift_octaves_gpt"],
+              "scaling_lr_gpt",
+              "GPT char-LM (Shakespeare), Adam with μP's Adam rule: final training loss (nats/char) vs η0 "
+              "per width (× = diverged). Shift = log2(best η0 at widest / narrowest).")
+
+# %% [markdown]
 # ## Depth: depth-μP with α = 0, 1/2, 1
 
 # %%
@@ -103,7 +115,8 @@ if len(depth_runs):
 
 # %%
 rows = []
-for key, group in (("lr_shift_octaves", "param"), ("depth_lr_shift_octaves", "alpha")):
+for key, group in (("lr_shift_octaves", "param"), ("lr_shift_octaves_gpt", "param"),
+                   ("depth_lr_shift_octaves", "alpha")):
     for g, entry in summary.get(key, {}).items():
         for size, best in entry["best_lr"].items():
             rows.append({"sweep": key, group: g, "size": size, "fitted best η0": best,

@@ -128,6 +128,31 @@ ax.set(ylabel="S(t) = std over widths of log sharpness", title="Super consistenc
 save(fig, "scaling_sharpness_spread")
 
 # %% [markdown]
+# ## GPT with Adam: Hessian and Adam-preconditioned sharpness per width
+
+# %%
+gpt = top[(top["sweep"] == "gpt") & top["measure"].isin(["hessian", "preconditioned"])]
+if len(gpt):
+    gparams = [p for p in ["sp", "ntk", "mup"] if p in set(gpt["param"])]
+    measures = [m for m in ["preconditioned", "hessian"] if m in set(gpt["measure"])]
+    fig, axes = plt.subplots(len(measures), len(gparams), figsize=(4.2 * len(gparams), 3.2 * len(measures)),
+                             squeeze=False)
+    for row, m in enumerate(measures):
+        key = "preconditioned_sharpness_spread_gpt" if m == "preconditioned" else "sharpness_spread_gpt"
+        for col, p in enumerate(gparams):
+            cell = gpt[(gpt["param"] == p) & (gpt["measure"] == m)]
+            eta0 = float(cell["eta0"].iloc[0])
+            # Adam's preconditioned sharpness settles near (2 + 2 beta1) / ((1 - beta1) eta) = 38 / eta
+            per_size(axes[row][col], cell, "width", "sharpness_base_lr_units",
+                     eos=38 / eta0 if m == "preconditioned" else None)
+            axes[row][col].set(title=f"{NAMES[p]}, {m}, η0={eta0:g}: S = {fmt_ci(summary.get(key, {}).get(p))}",
+                               ylabel=("λmax(P⁻¹ᐟ²HP⁻¹ᐟ²)" if m == "preconditioned" else "λmax(H)") + " · η/η0")
+    fig.suptitle("GPT char-LM with Adam: sharpness in base-LR units per width (mean and 95% CI over seeds); "
+                 "dashed: Adam's stability threshold 38/η0 (β1 = 0.9)", fontsize=9)
+    fig.tight_layout()
+    save(fig, "scaling_sharpness_gpt")
+
+# %% [markdown]
 # ## Sharpness vs step across depth (depth-μP)
 
 # %%
@@ -145,4 +170,5 @@ if len(depth):
 
 # %%
 pd.DataFrame({k: {p: fmt_ci(v) for p, v in summary[k].items()}
-              for k in ["sharpness_spread", "sharpness_ratio_small_over_large"] if k in summary})
+              for k in ["sharpness_spread", "sharpness_ratio_small_over_large", "sharpness_spread_gpt",
+                        "preconditioned_sharpness_spread_gpt"] if k in summary})

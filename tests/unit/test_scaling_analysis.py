@@ -81,3 +81,17 @@ def test_bootstrap_interval_is_degenerate_without_noise_and_covers_the_shift_wit
     noisy = bootstrap_shift(_planted_runs(1.0, 4.0, noise=0.02), "width", n_boot=200)
     assert noisy["lo"] <= noisy["shift"] <= noisy["hi"] and noisy["ci95"] > 0
     assert noisy["n_seeds"] == 5
+
+
+def test_summary_markdown_quotes_the_summary_numbers():
+    from traindyn.scaling.report import summary_markdown
+
+    entry = {"mean": 0.31, "ci95": 0.12, "optimum_at_edge_share": 0.2, "best_lr": {"32": 20.0, "512": 25.0},
+             "largest_stable_lr": {"32": 80.0, "512": 40.0},
+             "mean_curve": {"shift": 0.3, "lo": 0.1, "hi": 0.5, "ci95": 0.2}}
+    summary = {"n_runs": 10, "n_diverged": 2, "lr_shift_octaves": {"mup": entry},
+               "sharpness_spread": {"mup": {"mean": 0.043, "ci95": 0.01}, "ntk_mse": {"mean": 0.2, "ci95": None}}}
+    text = summary_markdown(summary, "0123456789abcdef")
+    assert "| μP | +0.31 ± 0.12 | +0.30 [+0.10, +0.50] | 0.20 | 20 / 25 | 80 / 40 |" in text
+    assert "| μP | 0.043 ± 0.010 |" in text and "| NTK mse | 0.200 |" in text
+    assert "`0123456789ab`" in text

@@ -44,6 +44,8 @@ if config["scaling"]["width_sweep"]["enabled"]:
     SCALING_FIGURES.append("scaling_lr_width")
 if config["scaling"]["depth_sweep"]["enabled"]:
     SCALING_FIGURES.append("scaling_lr_depth")
+if config["scaling"]["gpt_sweep"]["enabled"]:
+    SCALING_FIGURES.append("scaling_lr_gpt")
 
 
 # Scaling: loss vs LR per width (SP | NTK | muP) and per depth (alpha), coordinate check.
@@ -96,6 +98,11 @@ if (
     and config["scaling"]["sharpness"]["depth_alphas"]
 ):
     SHARPNESS_FIGURES.append("scaling_sharpness_depth")
+if (
+    config["scaling"]["gpt_sweep"]["enabled"]
+    and config["scaling"]["gpt_sweep"]["sharpness"]["enabled"]
+):
+    SHARPNESS_FIGURES.append("scaling_sharpness_gpt")
 
 
 # Scaling: sharpness (base-LR units) per width and depth, NTK and Gauss-Newton eigenvalues.

@@ -10,7 +10,7 @@ SCALING_RUNS = list(SCALING_SPECS)
 rule train_scaling:
     input:
         config=ancient(RESOLVED_CONFIG),
-        data=f"results/data/{config['scaling']['dataset']}",
+        data=lambda wildcards: f"results/data/{SCALING_SPECS[wildcards.run].dataset}",
     output:
         final="results/runs/scaling/{run}/final.json",
         metrics="results/runs/scaling/{run}/metrics.parquet",
@@ -47,6 +47,7 @@ rule aggregate_scaling:
         transfer="results/analysis/scaling/lr_transfer.parquet",
         spectra="results/analysis/scaling/spectra.parquet",
         summary="results/analysis/scaling/summary.json",
+        tables="results/analysis/scaling/summary.md",
     log:
         log_of("aggregate", "scaling"),
     conda:

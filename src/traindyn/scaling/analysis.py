@@ -64,7 +64,7 @@ def _run_table(run_dirs: list[Path]) -> pd.DataFrame:
             "run": final["run"], "sweep": spec["extra"]["sweep"], "param": spec["param"],
             "alpha": spec["depth_alpha"], "width": spec["model"]["width"],
             "depth": spec["model"]["depth"], "lr": spec["lr"], "seed": spec["seed"],
-            "loss_kind": spec["loss"], "diverged": final["diverged"],
+            "loss_kind": spec["loss"], "steps": spec["steps"], "diverged": final["diverged"],
             "diverged_at": final["diverged_at"],
             "final_train_loss": final.get("final_train_loss"),
             "final_val_loss": final.get("final_val_loss"),
@@ -182,16 +182,26 @@ def _spectra_table(run_dirs: list[Path], runs: pd.DataFrame) -> pd.DataFrame:
     return pd.concat(frames, ignore_index=True).merge(keys, on="run")
 
 
-def _sharpness_stats(spectra: pd.DataFrame, steps: int) -> dict[str, Any]:
+def _sharpness_stats(spectra: pd.DataFrame, steps: int, measure: str = "hessian",
+                     sweeps: tuple[str, ...] = ("width", "sharpness-mse"), prefix: str = "sharpness",
+                     suffix: str = "") -> dict[str, Any]:  # fmt: skip
     """Spread and ratio of sharpness across widths, per loss and parameterization.
 
     S(t) = std over widths of log sharpness (base-LR units), averaged over t > 5% of
     training; the ratio is the time-mean sharpness at the smallest width over the
     largest. Both as mean and 95% CI over seeds.
+
+    Args:
+        spectra: The spectra table.
+        steps: Training steps of the runs.
+        measure: ``hessian`` or ``preconditioned`` (Adam's P^-1/2 H P^-1/2).
+        sweeps: The sweeps whose runs are compared.
+        prefix: Key prefix: ``{prefix}_spread{suffix}`` and ``{prefix}_ratio_small_over_large{suffix}``.
+        suffix: Key suffix (``_gpt`` for the GPT sweep).
     """
     out: dict[str, Any] = {}
-    top = spectra[(spectra["measure"] == "hessian") & (spectra["rank"] == 0)
-                  & spectra["sweep"].isin(["width", "sharpness-mse"])]  # fmt: skip
+    top = spectra[(spectra["measure"] == measure) & (spectra["rank"] == 0)
+                  & spectra["sweep"].isin(list(sweeps))]  # fmt: skip
     top = top[top["step"] > 0.05 * steps]
     for (loss, param), cell in top.groupby(["loss_kind", "param"]):
         spreads, ratios = [], []
@@ -202,8 +212,8 @@ def _sharpness_stats(spectra: pd.DataFrame, steps: int) -> dict[str, Any]:
             by_width = s.groupby("width")["sharpness_base_lr_units"].mean()
             ratios.append(float(by_width.loc[by_width.index.min()] / by_width.loc[by_width.index.max()]))
         key = param if loss == "xent" else f"{param}_{loss}"
-        out.setdefault("sharpness_spread", {})[key] = ci95(spreads)
-        out.setdefault("sharpness_ratio_small_over_large", {})[key] = ci95(ratios)
+        out.setdefault(f"{prefix}_spread{suffix}", {})[key] = ci95(spreads)
+        out.setdefault(f"{prefix}_ratio_small_over_large{suffix}", {})[key] = ci95(ratios)
     return out
 
 
@@ -220,24 +230,41 @@ def aggregate_scaling(run_dirs: list[Path], out_dir: Path) -> dict[str, Any]:
     out_dir.mkdir(parents=True, exist_ok=True)
     runs = _run_table(run_dirs)
     curves = pd.concat([pd.read_parquet(d / "metrics.parquet") for d in run_dirs], ignore_index=True)
-    transfer = pd.concat([_transfer(runs, "width", "param", "width"),
+    transfer = pd.concat([_transfer(runs, "width", "param", "width"), _transfer(runs, "gpt", "param", "width"),
                           _transfer(runs, "depth", "alpha", "depth")], ignore_index=True)  # fmt: skip
     summary: dict[str, Any] = {"n_runs": int(len(runs)), "n_diverged": int(runs["diverged"].sum())}
     width = transfer[transfer["sweep"] == "width"]  # the MSE spectra runs are no LR sweep
     if len(width):
         summary["lr_shift_octaves"] = _shifts(width, "param", "width", runs[runs["sweep"] == "width"])
+    gpt = transfer[transfer["sweep"] == "gpt"]
+    if len(gpt):
+        summary["lr_shift_octaves_gpt"] = _shifts(gpt, "param", "width", runs[runs["sweep"] == "gpt"])
     depth = transfer[transfer["sweep"] == "depth"]
     if len(depth):
         summary["depth_lr_shift_octaves"] = _shifts(depth, "alpha", "depth", runs[runs["sweep"] == "depth"])
     spectra = _spectra_table(run_dirs, runs)
     if len(spectra):
-        steps = int(json.loads((run_dirs[0] / "final.json").read_text())["spec"]["steps"])
-        summary.update(_sharpness_stats(spectra, steps))
+        mlp = runs[runs["sweep"] != "gpt"]
+        if len(mlp):
+            summary.update(_sharpness_stats(spectra, int(mlp["steps"].iloc[0])))
+        gpt_runs = spectra[spectra["sweep"] == "gpt"]
+        if len(gpt_runs):
+            gpt_steps = int(runs.loc[runs["run"] == gpt_runs["run"].iloc[0], "steps"].iloc[0])
+            summary.update(_sharpness_stats(spectra, gpt_steps, "hessian", ("gpt",), suffix="_gpt"))
+            summary.update(_sharpness_stats(spectra, gpt_steps, "preconditioned", ("gpt",),
+                                            prefix="preconditioned_sharpness", suffix="_gpt"))  # fmt: skip
     for name, table in (("runs", runs), ("curves", curves), ("lr_transfer", transfer),
                         ("spectra", spectra)):  # fmt: skip
         tmp = out_dir / f".{name}.parquet.tmp"
         table.to_parquet(tmp, index=False)
         tmp.replace(out_dir / f"{name}.parquet")
+    from ..track import git_commit
+    from .report import summary_markdown
+
+    tmp = out_dir / ".summary.md.tmp"
+    tmp.write_text(summary_markdown(summary, git_commit()))
+    tmp.replace(out_dir / "summary.md")
+    # summary.json last: the rule's output that says the aggregation is complete
     tmp = out_dir / ".summary.json.tmp"
     tmp.write_text(json.dumps(summary, indent=2))
     tmp.replace(out_dir / "summary.json")

@@ -11,21 +11,27 @@ __all__ = ["STUDY", "scaling_runs", "spectra_settings"]
 STUDY = "scaling"
 
 
-def _base(cfg: dict[str, Any]) -> dict[str, Any]:
-    t = cfg["training"]
+def _base(cfg: dict[str, Any], training: dict[str, Any] | None = None, dataset: str | None = None) -> dict[str, Any]:
+    t = training or cfg["training"]
     return {
-        "study": STUDY, "dataset": cfg["dataset"], "optimizer": t["optimizer"],
+        "study": STUDY, "dataset": dataset or cfg["dataset"], "optimizer": t["optimizer"],
         "momentum": t["momentum"], "weight_decay": t["weight_decay"], "loss": t["loss"],
         "steps": t["steps"], "batch_size": t["batch_size"], "schedule": t["schedule"],
         "warmup_steps": t["warmup_steps"], "eval_every": t["eval_every"],
         "eval_examples": t["eval_examples"], "checkpoint_every": t["checkpoint_every"],
-        "loss_cap": t["loss_cap"],
+        "loss_cap": t["loss_cap"], "grad_clip": t["grad_clip"],
     }  # fmt: skip
 
 
-def spectra_settings(cfg: dict[str, Any]) -> dict[str, Any]:
-    """``SpectraCallback`` arguments from the ``scaling.sharpness`` section (``cfg`` = ``scaling``)."""
-    sh = cfg["sharpness"]
+def spectra_settings(cfg: dict[str, Any], sharpness: dict[str, Any] | None = None) -> dict[str, Any]:
+    """``SpectraCallback`` arguments from the ``scaling.sharpness`` section (``cfg`` = ``scaling``).
+
+    Args:
+        cfg: The ``scaling`` section.
+        sharpness: A sweep's own measurement section (``gpt_sweep.sharpness``) whose keys
+            override ``scaling.sharpness``.
+    """
+    sh = {**cfg["sharpness"], **(sharpness or {})}
     return {"every": sh["every"], "measures": list(sh["measures"]), "n_ntk": sh["n_ntk"],
             "tol": sh["tol"], "max_iter": sh["max_iter"]}  # fmt: skip
 
@@ -49,7 +55,7 @@ def scaling_runs(cfg: dict[str, Any]) -> dict[str, RunSpec]:
                 model = {"arch": ws["arch"], "width": width, "depth": ws["depth"]}
                 for lr in ws["lrs"][param]:
                     for seed in cfg["seeds"]:
-                        spectra = sh["enabled"] and lr == sh["lrs"][param]
+                        spectra = sh["enabled"] and lr == sh["lrs"][param] and seed in sh["seeds"]
                         rid = run_id(param, width, ws["depth"], lr, seed, loss=loss)
                         runs[rid] = RunSpec(
                             run=rid, model=model, param=param, base_width=ws["base_width"],
@@ -67,13 +73,15 @@ def scaling_runs(cfg: dict[str, Any]) -> dict[str, RunSpec]:
                                 extra={"sweep": "sharpness-mse", "spectra": measured["spectra"]},
                                 **{**base, "loss": "mse"},
                             )  # fmt: skip
+    runs.update(_gpt_runs(cfg))
     ds = cfg["depth_sweep"]
     if ds["enabled"]:
         for alpha in ds["alphas"]:
             for depth in ds["depths"]:
                 for lr in ds["lrs"]:
                     for seed in cfg["seeds"]:
-                        spectra = sh["enabled"] and lr == sh["depth_lr"] and alpha in sh["depth_alphas"]
+                        spectra = (sh["enabled"] and lr == sh["depth_lr"] and alpha in sh["depth_alphas"]
+                                   and seed in sh["seeds"])  # fmt: skip
                         rid = run_id("mup", ds["width"], depth, lr, seed, alpha=alpha, loss=loss)
                         runs[rid] = RunSpec(
                             run=rid, model={"arch": "resmlp", "width": ds["width"], "depth": depth},
@@ -82,4 +90,28 @@ def scaling_runs(cfg: dict[str, Any]) -> dict[str, RunSpec]:
                             extra={"sweep": "depth", **({"spectra": measured["spectra"]} if spectra else {})},
                             **base,
                         )  # fmt: skip
+    return runs
+
+
+def _gpt_runs(cfg: dict[str, Any]) -> dict[str, RunSpec]:
+    """The GPT char-LM sweep trained with Adam: width x LR x parameterization x seed."""
+    gs = cfg["gpt_sweep"]
+    runs: dict[str, RunSpec] = {}
+    if not gs["enabled"]:
+        return runs
+    base = {**_base(cfg, gs["training"], gs["dataset"]), "context": gs["context"]}
+    sh = gs["sharpness"]
+    measured = spectra_settings(cfg, {"every": sh["every"], "measures": sh["measures"]})
+    for param in gs["parameterizations"]:
+        for width in gs["widths"]:
+            model = {"arch": "gpt", "width": width, "depth": gs["depth"], "n_heads": gs["n_heads"]}
+            for lr in gs["lrs"][param]:
+                for seed in gs["seeds"]:
+                    spectra = sh["enabled"] and lr == sh["lrs"][param]
+                    rid = run_id(param, width, gs["depth"], lr, seed, arch="gpt")
+                    runs[rid] = RunSpec(
+                        run=rid, model=model, param=param, base_width=gs["base_width"], depth_alpha=None,
+                        lr=lr, seed=seed, fixed_batch_size=sh["batch_size"],
+                        extra={"sweep": "gpt", **({"spectra": measured} if spectra else {})}, **base,
+                    )  # fmt: skip
     return runs

@@ -64,9 +64,37 @@ def checks(cfg: dict[str, Any]) -> list[str]:
             f"scaling.sharpness.depth_lr={sh['depth_lr']} is not on the grid "
             f"scaling.depth_sweep.lrs={ds['lrs']}: pick one of those"
         )
+    problems += _gpt_checks(cfg)
     if ws["enabled"] and ws["base_width"] > min(ws["widths"]):
         problems.append(
             f"scaling.width_sweep.base_width={ws['base_width']} exceeds the smallest width "
             f"{min(ws['widths'])}: muP's base width must be one of the narrowest"
         )
+    return problems
+
+
+def _gpt_checks(cfg: dict[str, Any]) -> list[str]:
+    gs = cfg["scaling"]["gpt_sweep"]
+    if not gs["enabled"]:
+        return []
+    problems = []
+    if gs["dataset"] not in cfg["data"]["datasets"]:
+        problems.append(f"scaling.gpt_sweep.dataset is {gs['dataset']!r} but data.datasets "
+                        f"{cfg['data']['datasets']} does not prepare it: add it to data.datasets")  # fmt: skip
+    odd = [w for w in gs["widths"] if w % gs["n_heads"]]
+    if odd:
+        problems.append(f"scaling.gpt_sweep.widths {odd} are not divisible by "
+                        f"scaling.gpt_sweep.n_heads={gs['n_heads']}: pick multiples of it")  # fmt: skip
+    if gs["base_width"] > min(gs["widths"]):
+        problems.append(f"scaling.gpt_sweep.base_width={gs['base_width']} exceeds the smallest width "
+                        f"{min(gs['widths'])}: muP's base width must be one of the narrowest")  # fmt: skip
+    sh = gs["sharpness"]
+    if sh["enabled"]:
+        for param in gs["parameterizations"]:
+            if sh["lrs"][param] not in gs["lrs"][param]:
+                problems.append(f"scaling.gpt_sweep.sharpness.lrs.{param}={sh['lrs'][param]} is not on the grid "
+                                f"scaling.gpt_sweep.lrs.{param}={gs['lrs'][param]}: pick one of those")  # fmt: skip
+        if "preconditioned" in sh["measures"] and gs["training"]["optimizer"] == "sgd":
+            problems.append("scaling.gpt_sweep.sharpness.measures lists 'preconditioned', which needs "
+                            "scaling.gpt_sweep.training.optimizer adam or adamw")  # fmt: skip
     return problems

@@ -14,13 +14,14 @@ def _fmt(value: float) -> str:
 
 
 def run_id(param: str, width: int, depth: int, lr: float, seed: int, alpha: float | None = None,
-           loss: str | None = None) -> str:  # fmt: skip
+           loss: str | None = None, arch: str | None = None) -> str:  # fmt: skip
     """Return the readable id of a grid point, e.g. ``mup-w256-d3-lr0.03-s0``.
 
-    Optional parts appear only when set: ``-a0.5`` for depth-muP's alpha, ``-mse`` for a
+    Optional parts appear only when set: ``gpt-`` in front for a model that must be told
+    apart from the study's default one, ``-a0.5`` for depth-muP's alpha, ``-mse`` for a
     loss other than cross-entropy. The Snakefile, the CLI and MLflow all use this name.
     """
-    parts = [param, f"w{width}", f"d{depth}"]
+    parts = ([arch] if arch else []) + [param, f"w{width}", f"d{depth}"]
     if alpha is not None:
         parts.append(f"a{_fmt(alpha)}")
     parts += [f"lr{_fmt(lr)}", f"s{seed}"]
