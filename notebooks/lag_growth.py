@@ -68,6 +68,11 @@ fig, ax = plt.subplots(figsize=(5.5, 3.6))
 for s, cell in pool.groupby("strategy"):
     m = cell.groupby("lag")["val_loss"].agg(["mean", "std"]).reset_index()
     ax.plot(m["lag"].clip(lower=0.5), m["mean"], "o-", ms=3, color=palette[s], label=s)
+grown = pool[pool["strategy"] != "scratch"].groupby(["strategy", "lag"])["val_loss"].mean()
+if len(grown):  # scratch starts at ln(vocab): keep the grown strategies readable
+    ax.set_ylim(grown.min() - 0.02, grown.max() + 0.05)
+    scratch_end = pool[(pool["strategy"] == "scratch") & (pool["lag"] == T)]["val_loss"].mean()
+    ax.text(0.02, 0.97, f"scratch (off scale) ends at {scratch_end:.3f}", transform=ax.transAxes, va="top", fontsize=6)
 ax.set(xscale="log", xlabel="steps since growth k (0 plotted at 0.5)", ylabel="held-out loss l(k) (nats/char)",
        title=f"SP, mean over {pool['seed'].nunique()} seeds; {base_note}")
 ax.legend(fontsize=6, ncol=2)
@@ -165,6 +170,9 @@ if len(summary["spearman_by_lag_by_param"]) > 1:
         axes[1].errorbar(c["lr_factor"], c["mean"], yerr=c["std"].fillna(0), fmt="o-", color=f"C{i}", capsize=2,
                          label=f"{p}: best x{summary['post_growth_best_lr_factor'][p]:g}")
     axes[1].set(xscale="log", xlabel="post-growth LR / base LR", ylabel=f"l(T={T})")
+    factors = sorted(lr_sweep["lr_factor"].unique())
+    axes[1].set_xticks(factors, [f"{f:g}" for f in factors], minor=False)
+    axes[1].minorticks_off()
     axes[1].legend(fontsize=7)
     axes[1].set_title("post-growth LR sweep (error bars: seed sd)", fontsize=8)
     save(fig, "lag_rho_by_param")
@@ -189,7 +197,7 @@ if avf:
     errs = [avf[n]["ci95"] or 0 for n in names]
     axes[1].barh(names, means, xerr=errs, color=["C3" if n == "adaptive" else "C0" for n in names])
     lo = min(m for m in means if m is not None)
-    axes[1].set_xlim(lo - 0.1, max(means) + 0.05)
+    axes[1].set_xlim(lo - 0.1, max(m + e for m, e in zip(means, errs, strict=True)) + 0.02)
     axes[1].set(xlabel="final held-out loss (mean ± 95% CI)")
     d = {n: avf[n].get("adaptive_minus_this") for n in names if n != "adaptive"}
     best_fixed = min((n for n in names if n != "adaptive"), key=lambda n: avf[n]["mean"])
