@@ -93,10 +93,18 @@ save(fig, "cmd_corr")
 # ## Reconstruction error vs modes (time-varying dimensions) and vs stored numbers
 
 # %%
-main = errors[errors["kind"] == "sgd"]
-fig, axes = plt.subplots(len(MODELS), 2, figsize=(8.4, 3.0 * len(MODELS)), squeeze=False)
+main = errors[(errors["kind"] == "sgd") & (errors["window"] == "fit")]
+held = errors[(errors["kind"] == "sgd") & (errors["window"] == "heldout")]
+fig, axes = plt.subplots(len(MODELS), 3, figsize=(12.6, 3.0 * len(MODELS)), squeeze=False)
 for row, model in zip(axes, MODELS, strict=True):
     e = main[main["model"] == model]
+    hs = held[held["model"] == model].groupby(["method", "dims"])["error"].mean().reset_index()
+    for method, s in hs.groupby("method"):
+        row[2].plot(s["dims"], s["error"], "o-", ms=3, label=method.upper(), color=COLORS[method])
+    row[2].set(xscale="log", yscale="log", xlabel="time-varying dimensions",
+               title=f"{model}: fit on 1st half, error on 2nd")
+    if len(hs):
+        plain_log(row[2], "x", sorted(hs["dims"].unique()))
     n = int(e["n_params"].iloc[0])
     stats = e.groupby(["method", "dims"]).agg(error=("error", "mean"), sd=("error", "std"),
                                               stored=("stored", "mean")).reset_index()

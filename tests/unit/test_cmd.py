@@ -206,3 +206,26 @@ def test_ema_and_swa_against_loops():
         e = 0.8 * e + 0.2 * row.astype(np.float64)
     np.testing.assert_allclose(ema_weights(w, 0.8), e, atol=1e-12)
     np.testing.assert_allclose(swa_weights(w, 0.5), w[4:].astype(np.float64).mean(0), atol=1e-12)
+
+
+def test_heldout_errors_against_dense_extrapolations():
+    from traindyn.cmd import heldout_errors
+
+    w, *_ = planted(t=16, n=40, m=3, noise=0.2, seed=7)
+    x = w.astype(np.float64)
+    split, d = 8, 3
+    fit = fit_cmd(w, np.array([0, 40]), k=40, m=3, stop=split)
+    pca = pca_fit(w[:split])
+    h, _ = gram(w, centre=False)
+    dmd = dmd_fit(h[:split, :split], d)
+    got = heldout_errors(w, fit, pca, dmd, split, d, chunk=7)
+    late = x[split:]
+    var = ((late - late.mean(0)) ** 2).sum()
+    cmd_rec = fit.a * late[:, fit.refs][:, fit.labels] + fit.b
+    first = x[:split] - x[:split].mean(0)
+    v = np.linalg.svd(first, full_matrices=False)[2][:d].T  # (N, d)
+    pca_rec = x[:split].mean(0) + (late - x[:split].mean(0)) @ v @ v.T
+    phi = x[1:split].T @ dmd.coef
+    dmd_rec = (dmd.temporal(16)[split:] @ phi.T).real
+    for key, rec in (("cmd", cmd_rec), ("pca", pca_rec), ("dmd", dmd_rec)):
+        assert abs(got[key] - ((late - rec) ** 2).sum() / var) < 1e-9, key

@@ -67,6 +67,7 @@ def aggregate_cmd(run_dirs: list[Path], out_dir: Path, cfg: dict[str, Any]) -> d
     Tables: ``runs`` (one row per run and evaluated weights: val/test loss and accuracy),
     ``errors`` (relative reconstruction error per method and dimension), ``examples``,
     ``corr``, ``online`` (state and update time of online CMD), ``modes`` (width sweep).
+    ``heldout_error`` in the summary: fitted on the first half, measured on the second.
 
     Args:
         run_dirs: Folders of every run of the study.
@@ -93,7 +94,8 @@ def aggregate_cmd(run_dirs: list[Path], out_dir: Path, cfg: dict[str, Any]) -> d
                            for f in fits if "online" in f])  # fmt: skip
     threshold, fixed = cfg["error_threshold"], cfg["modes"]
     modes_rows = []
-    for run, e in (errors[errors["kind"] == "sweep"].groupby("run") if len(errors) else []):
+    fitted = errors[errors["window"] == "fit"] if len(errors) else errors
+    for run, e in (fitted[fitted["kind"] == "sweep"].groupby("run") if len(errors) else []):
         first = e.iloc[0]
         at = e[(e["method"] == "cmd") & (e["dims"] == fixed)]["error"]
         pca_at = e[(e["method"] == "pca") & (e["dims"] == fixed)]["error"]
@@ -115,20 +117,23 @@ def _summary(runs: pd.DataFrame, errors: pd.DataFrame, online: pd.DataFrame, mod
              cfg: dict[str, Any]) -> dict[str, Any]:  # fmt: skip
     enabled = [k for k, m in cfg["models"].items() if m["enabled"]]
     primary = cfg["primary"] if cfg["primary"] in enabled else (enabled[0] if enabled else None)
-    main = errors[errors["kind"] == "sgd"] if len(errors) else errors
+    sgd = errors[errors["kind"] == "sgd"] if len(errors) else errors
+    main = sgd[sgd["window"] == "fit"] if len(sgd) else sgd
     by_model = {}
     for model in enabled:
-        e = main[main["model"] == model]
         by_model[model] = {
-            "reconstruction_error": {m: {str(int(d)): float(g["error"].mean()) for d, g in e[e["method"] == m].groupby("dims")}
-                                     for m in ("cmd", "pca", "dmd")},  # fmt: skip
-            **_accuracy(runs, model),
-        }
+            key: {m: {str(int(d)): float(g["error"].mean()) for d, g in e[e["method"] == m].groupby("dims")}
+                  for m in ("cmd", "pca", "dmd")}
+            for key, e in (("reconstruction_error", main[main["model"] == model]),
+                           ("heldout_error", sgd[(sgd["model"] == model) & (sgd["window"] == "heldout")]))
+        }  # fmt: skip
+        by_model[model].update(_accuracy(runs, model))
     pca_never_worse = None
     if len(main):
         wide = main.pivot_table(index=["run", "dims"], columns="method", values="error")
         pca_never_worse = bool((wide["pca"] <= wide["cmd"] + 1e-12).all())
-    p = by_model.get(primary, {"reconstruction_error": {}, "test_accuracy": {}, "minus_sgd": {}, "embedded": {}})
+    p = by_model.get(primary, {"reconstruction_error": {}, "heldout_error": {}, "test_accuracy": {}, "minus_sgd": {},
+                               "embedded": {}})  # fmt: skip
     modes_needed_table: dict[str, dict[str, Any]] = {}
     error_fixed: dict[str, dict[str, Any]] = {}
     if len(modes):
@@ -139,6 +144,7 @@ def _summary(runs: pd.DataFrame, errors: pd.DataFrame, online: pd.DataFrame, mod
     return {
         "primary_model": primary,
         "reconstruction_error": p["reconstruction_error"],
+        "heldout_error": p["heldout_error"],
         "test_accuracy": {m: {k: v for k, v in s.items()} for m, s in p["test_accuracy"].items()},
         "cmd_minus_sgd_accuracy": p["minus_sgd"].get("cmd_posthoc", ci95([])),
         "cmd_online_minus_sgd_accuracy": p["minus_sgd"].get("cmd_online", ci95([])),

@@ -21,6 +21,7 @@ __all__ = [
     "dmd_fit",
     "ema_weights",
     "gram",
+    "heldout_errors",
     "pca_fit",
     "swa_weights",
     "total_variance",
@@ -179,3 +180,47 @@ def swa_weights(w: np.ndarray, start_fraction: float) -> np.ndarray:
     for t in range(first, len(w)):
         acc += np.asarray(w[t], dtype=np.float64)
     return acc / (len(w) - first)
+
+
+def heldout_errors(w: np.ndarray, fit: CMDFit, pca_first: PCAFit, dmd_first: DMDFit, split: int, d: int,
+                   chunk: int = CHUNK) -> dict[str, float]:  # fmt: skip
+    """Relative errors on rows ``split:`` of models fitted on rows ``:split`` (extrapolation).
+
+    CMD keeps its modes, references, a and b and reads the references' new values (M numbers
+    per new snapshot); PCA keeps the first window's mean and top-d directions and projects each
+    new snapshot on them (d numbers per snapshot); DMD forecasts from its fit alone. Errors are
+    relative to the held-out rows' variance around their own temporal mean.
+
+    Args:
+        w: ``(T, N)`` trajectory.
+        fit: CMD fitted on rows ``:split``.
+        pca_first: PCA of rows ``:split``.
+        dmd_first: DMD of rows ``:split``.
+        split: First held-out row.
+        d: PCA rank.
+        chunk: Parameters per pass.
+    """
+    t, n = w.shape
+    late = w[split:]
+    u = pca_first.u[:, :d]
+    s = np.sqrt(np.clip(pca_first.eig[:d], 1e-300, None))
+    coef = np.zeros((t - split, d))
+    for lo in range(0, n, chunk):  # first pass: PCA coefficients of the new snapshots
+        hi = min(n, lo + chunk)
+        v = (np.asarray(w[:split, lo:hi], dtype=np.float64) - pca_first.mean[lo:hi]).T @ (u / s)  # (c, d)
+        coef += (np.asarray(late[:, lo:hi], dtype=np.float64) - pca_first.mean[lo:hi]) @ v
+    temporal = dmd_first.temporal(t)[split:]  # (T - split, r) forecasts
+    num = {"cmd": 0.0, "pca": 0.0, "dmd": 0.0}
+    den = 0.0
+    ref_late = np.asarray(late[:, fit.refs], dtype=np.float64)
+    for lo in range(0, n, chunk):
+        hi = min(n, lo + chunk)
+        x = np.asarray(late[:, lo:hi], dtype=np.float64)
+        den += float(((x - x.mean(0)) ** 2).sum())
+        lab = fit.labels[lo:hi]
+        num["cmd"] += float(((x - (fit.a[lo:hi] * ref_late[:, lab] + fit.b[lo:hi])) ** 2).sum())
+        v = (np.asarray(w[:split, lo:hi], dtype=np.float64) - pca_first.mean[lo:hi]).T @ (u / s)
+        num["pca"] += float(((x - pca_first.mean[lo:hi] - coef @ v.T) ** 2).sum())
+        phi = np.asarray(w[1:split, lo:hi], dtype=np.float64).T @ dmd_first.coef  # (c, r)
+        num["dmd"] += float(((x - (temporal @ phi.T).real) ** 2).sum())
+    return {k: (v / den if den > 0 else 0.0) for k, v in num.items()}

@@ -2,7 +2,8 @@
 
 Writes, in the run's folder (each atomically): ``cmdfit.json`` (accuracies, losses, online
 vs post-hoc agreement, timings), ``cmd_errors.parquet`` (method, time-varying dimensions,
-stored numbers, relative error), ``cmd_examples.parquet`` (a few single-weight
+stored numbers, relative error on the fitted window and, fitted on the first half, on the
+held-out second half), ``cmd_examples.parquet`` (a few single-weight
 trajectories: SGD, CMD, PCA, DMD) and ``cmd_corr.parquet`` (the sampled |corr| matrix,
 ordered by mode, subsampled for the figure).
 """
@@ -21,7 +22,17 @@ import torch
 
 from ..data import load_images, load_tokens, read_manifest
 from ..train import RunData, RunSpec, Trajectory, build, make_loss, trajectory_dir
-from .baselines import DMDFit, PCAFit, cmd_error, dmd_fit, ema_weights, gram, pca_fit, swa_weights
+from .baselines import (
+    DMDFit,
+    PCAFit,
+    cmd_error,
+    dmd_fit,
+    ema_weights,
+    gram,
+    heldout_errors,
+    pca_fit,
+    swa_weights,
+)
 from .fit import assign_and_fit, fit_cmd
 
 __all__ = ["eval_sets", "evaluate_weights", "fit_run"]
@@ -83,6 +94,17 @@ def _errors(w: np.ndarray, offsets: np.ndarray, cfg: dict[str, Any], seed: int) 
         dmd = dmd_fit(h, m)
         rows.append({"method": "dmd", "dims": m, "modes_found": dmd.rank,
                      "stored": DMDFit.stored_numbers(n, dmd.rank), "error": dmd.error(h, variance)})  # fmt: skip
+    for row in rows:
+        row["window"] = "fit"
+    # Extrapolation: fit on the first half, measure on the second.
+    split = t // 2
+    pca_first = pca_fit(w[:split])
+    for m in [m for m in cfg["modes_sweep"] if m <= split - 2]:
+        first = fit_cmd(w, offsets, cfg["k"], m, seed, stop=split)
+        errs = heldout_errors(w, first, pca_first, dmd_fit(h[:split, :split], m), split, m)
+        rows += [{"method": k, "dims": m, "modes_found": first.n_modes if k == "cmd" else m, "window": "heldout",
+                  "stored": {"cmd": first.stored_numbers(), "pca": PCAFit.stored_numbers(n, split, m),
+                             "dmd": DMDFit.stored_numbers(n, m)}[k], "error": v} for k, v in errs.items()]  # fmt: skip
     return rows, {"fits": fits, "pca": pca, "h": h}
 
 
