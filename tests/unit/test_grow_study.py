@@ -18,7 +18,7 @@ def setup(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("lag")
     data = tmp / "shakespeare"
     prepare_dataset("shakespeare", load_config([], ["data.max_train=20000"]).data, data)
-    cfg = load_config(["config.yaml", "tests/configs/tiny.yaml"], []).raw
+    cfg = load_config(["config.yaml", "tests/configs/tiny.yaml"], ["lag.grow.moments=[copy_top]"]).raw
     runs = study_runs(cfg, "lag")
     runs_dir = tmp / "runs"
     for run in ("sp-base-d2-s0", "sp-fp_copy_top-d3-s0", "sp-copy_top-d3-s0", "sp-copy_top-moments-d3-s0"):
