@@ -136,7 +136,9 @@ def lanczos(
         v0: Start vector of shape ``(dim,)`` (e.g. a combination of the previous
             measurement's top Ritz vectors); random normal if None or zero.
         tol: Relative accuracy asked of each eigenvalue: ``|theta_i - lambda_i|``
-            estimated at most ``tol * |theta_i| + atol``.
+            estimated at most ``tol * |theta_i| + atol``. An estimate (the Ritz gap
+            stands in for the true one): along the benchmark's runs the error reached
+            1.1 * tol at one of 28 states, where lambda_1 and lambda_2 were 0.9% apart.
         atol: Absolute accuracy added to ``tol * |theta_i|`` (guards eigenvalues near zero).
         vector_tol: If set, also require every residual ``||A y_i - theta_i y_i||`` to be
             at most ``vector_tol * |theta_i| + atol`` (accurate eigenvectors, not only values).
