@@ -35,14 +35,16 @@ def test_dry_run_of_default_config_is_fast(tmp_path, venv_env):
     import resource
 
     # CPU seconds of the snakemake process, not wall time: the bound must hold on a loaded
-    # machine too. ~1100 jobs take ~5 s of CPU; 10 s means the DAG construction regressed.
+    # machine too. The default DAG's ~1100 jobs took 8-9 s of CPU at load 5 (a mistyped run
+    # id must fail to match, so each training rule's constraint lists its ids); 15 s means
+    # the DAG construction regressed.
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     out = snakemake(["-n", "--cores", "2"], tmp_path, venv_env)
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
     assert out.returncode == 0, out.stdout + out.stderr
     assert "figure_data_overview" in out.stdout
-    assert cpu < 10, f"dry run took {cpu:.1f} s of CPU"
+    assert cpu < 15, f"dry run took {cpu:.1f} s of CPU"
 
 
 @pytest.mark.parametrize("overlays", [["paper.yaml"], ["paper.yaml", "paper-convnet.yaml"], ["paper.yaml", "paper-vit.yaml"],

@@ -26,7 +26,7 @@ rule train_cmd:
     log:
         log_of("train/cmd", "{run}"),
     wildcard_constraints:
-        run="[^/]+",
+        run=one_of(CMD_RUNS),
     group:
         "train"
     conda:
@@ -56,7 +56,7 @@ rule fit_cmd:
     log:
         log_of("cmdfit", "{run}"),
     wildcard_constraints:
-        run="[^/]+",
+        run=one_of(CMD_RUNS),
     conda:
         ENV
     threads: 1

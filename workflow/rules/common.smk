@@ -1,6 +1,7 @@
 # Shared by every rule: config validation, the resolved config file that jobs read, the
 # `traindyn` command, and the MLflow parent run of this invocation.
 import os
+import re
 import shutil
 import sys
 from pathlib import Path
@@ -56,6 +57,11 @@ def notebook(name):
 def figure_files(stem):
     """The files of one figure in every configured format."""
     return [f"results/figures/{stem}.{fmt}" for fmt in config["figures"]["formats"]]
+
+
+def one_of(ids):
+    """A wildcard constraint matching exactly these run ids (a mistyped id: "no rule to produce")."""
+    return "|".join(re.escape(i) for i in ids) or "(?!)"
 
 
 def log_of(stage, name):

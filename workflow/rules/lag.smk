@@ -31,7 +31,7 @@ rule train_lag:
     log:
         log_of("train/lag", "{run}"),
     wildcard_constraints:
-        run="[^/]+",
+        run=one_of(LAG_RUNS),
     group:
         "train"
     conda:

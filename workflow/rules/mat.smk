@@ -26,7 +26,7 @@ rule train_mat:
     log:
         log_of("train/mat", "{run}"),
     wildcard_constraints:
-        run="[^/]+",
+        run=one_of(MAT_RUNS),
     group:
         "train"
     conda:

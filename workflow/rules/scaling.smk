@@ -17,7 +17,7 @@ rule train_scaling:
     log:
         log_of("train/scaling", "{run}"),
     wildcard_constraints:
-        run="[^/]+",
+        run=one_of(SCALING_RUNS),
     group:
         "train"
     conda:
