@@ -39,12 +39,16 @@ def test_a_job_through_the_server_equals_the_same_job_in_process(server, tmp_pat
     start = time.perf_counter()
     via = _run(args, tmp_path / "a", socket=server[1])
     fast = time.perf_counter() - start
+    start = time.perf_counter()
     local = _run(args, tmp_path / "b")
+    slow = time.perf_counter() - start
     assert via.returncode == local.returncode == 0, via.stderr + local.stderr
     assert via.stdout.replace(str(tmp_path / "a"), "") == local.stdout.replace(str(tmp_path / "b"), "")
     for name in ("train.pt", "val.pt", "test.pt", "stats.parquet"):
         assert (tmp_path / "a/d" / name).read_bytes() == (tmp_path / "b/d" / name).read_bytes()
-    assert fast < 3, f"through the server the job took {fast:.1f}s"
+    # A ratio, not seconds: both runs slow down alike on a loaded machine. The server saves
+    # the imports (~4-5 s of a ~6 s job on an idle machine).
+    assert fast < 0.6 * slow, f"through the server the job took {fast:.1f}s, in-process {slow:.1f}s"
 
 
 def test_exit_status_and_stderr_come_back(server, tmp_path):
