@@ -47,6 +47,7 @@ def shift_text(entry):
 
 
 def lr_panels(sub, panel_key, panel_values, panel_title, size_key, shifts, name, suptitle):
+    fits = transfer[transfer["sweep"] == sub["sweep"].iloc[0]]  # the MLP and GPT sweeps share widths
     fig, axes = plt.subplots(1, len(panel_values), figsize=(4.2 * len(panel_values), 3.4), squeeze=False)
     sizes = sorted(sub[size_key].unique())
     palette = dict(zip(sizes, sns.color_palette("viridis", len(sizes)), strict=True))
@@ -59,7 +60,7 @@ def lr_panels(sub, panel_key, panel_values, panel_title, size_key, shifts, name,
             ax.plot(s["lr"], s["mean"], "o-", color=palette[size], label=f"{size_key[0]}={size}", ms=3)
             half = 1.96 * s["std"].fillna(0) / np.sqrt(s["count"])
             ax.fill_between(s["lr"], s["mean"] - half, s["mean"] + half, color=palette[size], alpha=0.2)
-            best = transfer[(transfer[panel_key] == value) & (transfer[size_key] == size)]["best_lr"].median()
+            best = fits[(fits[panel_key] == value) & (fits[size_key] == size)]["best_lr"].median()
             ax.axvline(best, color=palette[size], ls=":", lw=1)
         div = cell[cell["diverged"]].groupby([size_key, "lr"]).size().reset_index()
         for _, d in div.iterrows():
