@@ -30,3 +30,14 @@ def snakemake(args, cwd, env, timeout=900):
     exe = shutil.which("snakemake", path=env["PATH"])
     cmd = [exe, "-s", str(ROOT / "Snakefile"), "--directory", str(cwd), *args]
     return subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.fixture(scope="module")
+def digits(tmp_path_factory):
+    """sklearn's digits prepared by the data stage (256 training images), once per module."""
+    from traindyn.config import load_config
+    from traindyn.data import prepare_dataset
+
+    out = tmp_path_factory.mktemp("data") / "digits"
+    prepare_dataset("digits", load_config([], ["data.max_train=256"]).data, out)
+    return out

@@ -6,16 +6,7 @@ import pytest
 
 from traindyn.cmd import assign_and_fit
 from traindyn.cmd.callbacks import EmbeddedCMDCallback, OnlineCMDCallback, PSGDCallback
-from traindyn.config import load_config
-from traindyn.data import prepare_dataset
 from traindyn.train import RunSpec, Trajectory, train
-
-
-@pytest.fixture(scope="module")
-def digits(tmp_path_factory):
-    out = tmp_path_factory.mktemp("data") / "digits"
-    prepare_dataset("digits", load_config([], ["data.max_train=256"]).data, out)
-    return out
 
 
 def _spec(**kw):

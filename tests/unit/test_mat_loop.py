@@ -1,20 +1,10 @@
 """MATCallback in the one training loop: heads gated off stay bit-identical, tables and FLOP check."""
 
 import pandas as pd
-import pytest
 import torch
 
-from traindyn.config import load_config
-from traindyn.data import prepare_dataset
 from traindyn.mat.callback import MATCallback
 from traindyn.train import Callback, RunSpec, train
-
-
-@pytest.fixture(scope="module")
-def digits(tmp_path_factory):
-    out = tmp_path_factory.mktemp("data") / "digits"
-    prepare_dataset("digits", load_config([], ["data.max_train=256"]).data, out)
-    return out
 
 
 class _Watch(Callback):

@@ -3,17 +3,8 @@ import pandas as pd
 import pytest
 import torch
 
-from traindyn.config import load_config
-from traindyn.data import prepare_dataset
 from traindyn.spectra import SpectraCallback, spectra_over_snapshots
 from traindyn.train import Callback, RunSpec, train
-
-
-@pytest.fixture(scope="module")
-def digits(tmp_path_factory):
-    out = tmp_path_factory.mktemp("data") / "digits"
-    prepare_dataset("digits", load_config([], ["data.max_train=256"]).data, out)
-    return out
 
 
 def _spec(**kw):

@@ -46,13 +46,6 @@ def make_spec(**overrides) -> RunSpec:
     return RunSpec(**{**base, **overrides})
 
 
-@pytest.fixture(scope="module")
-def digits(tmp_path_factory):
-    out = tmp_path_factory.mktemp("data") / "digits"
-    prepare_dataset("digits", load_config([], ["data.max_train=256"]).data, out)
-    return out
-
-
 def _metrics(run_dir):
     return pd.read_parquet(run_dir / "metrics.parquet")
 
