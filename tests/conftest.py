@@ -41,3 +41,19 @@ def digits(tmp_path_factory):
     out = tmp_path_factory.mktemp("data") / "digits"
     prepare_dataset("digits", load_config([], ["data.max_train=256"]).data, out)
     return out
+
+
+class Interrupted(Exception):
+    """Raised by ``interrupt_at``: stands for a run killed mid-training, for resume tests."""
+
+
+def interrupt_at(step):
+    """A training callback that raises ``Interrupted`` after optimizer step ``step`` (None: never)."""
+    from traindyn.train import Callback
+
+    class _InterruptAt(Callback):
+        def on_step_end(self, state, loss):
+            if state.step == step:
+                raise Interrupted
+
+    return _InterruptAt()

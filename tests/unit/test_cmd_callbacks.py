@@ -3,6 +3,7 @@
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import Interrupted, interrupt_at
 
 from traindyn.cmd import assign_and_fit
 from traindyn.cmd.callbacks import EmbeddedCMDCallback, OnlineCMDCallback, PSGDCallback
@@ -85,28 +86,15 @@ def test_psgd_moves_only_within_the_warmup_pca_subspace(digits, tmp_path):
 
 
 def test_a_resumed_run_ends_with_the_same_online_and_embedded_fits(digits, tmp_path):
-    from traindyn.train import Callback
-
-    class Stop(Exception):
-        pass
-
-    class StopAt(Callback):
-        def __init__(self, step):
-            self.at = step
-
-        def on_step_end(self, state, loss):
-            if state.step == self.at:
-                raise Stop
-
     spec = _spec(checkpoint_every=10)
 
     def callbacks(stop):
         return [OnlineCMDCallback(every=2, warmup=5, k=200, m=4),
                 EmbeddedCMDCallback(interval=2, percent=20, max_fraction=0.5, every=2, warmup=5, k=200, m=4),
-                StopAt(stop)]
+                interrupt_at(stop)]
 
     train(spec, digits, tmp_path / "whole", callbacks=callbacks(None), progress=False)
-    with pytest.raises(Stop):
+    with pytest.raises(Interrupted):
         train(spec, digits, tmp_path / "cut", callbacks=callbacks(25), progress=False)
     train(spec, digits, tmp_path / "cut", callbacks=callbacks(None), progress=False)
     for name in ("cmd_online", "cmd_embedded"):

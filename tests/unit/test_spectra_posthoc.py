@@ -2,9 +2,10 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from conftest import Interrupted, interrupt_at
 
 from traindyn.spectra import SpectraCallback, spectra_over_snapshots
-from traindyn.train import Callback, RunSpec, train
+from traindyn.train import RunSpec, train
 
 
 def _spec(**kw):
@@ -68,21 +69,11 @@ def test_a_resumed_run_continues_its_trajectory_at_the_right_row(digits, tmp_pat
     whole = _spec(steps=20, schedule="constant", checkpoint_every=10)
     train(whole, digits, tmp_path / "whole", progress=False)
 
-    class Stop(Exception):
-        pass
-
-    class StopAt(Callback):
-        def __init__(self, step):
-            self.at = step
-
-        def on_step_end(self, state, loss):
-            if state.step == self.at:  # after the checkpoint at 10, before the end
-                raise Stop
-
-    with pytest.raises(Stop):
-        train(whole, digits, tmp_path / "cut", callbacks=[StopAt(13)], progress=False)
+    # killed after the checkpoint at 10, before the end
+    with pytest.raises(Interrupted):
+        train(whole, digits, tmp_path / "cut", callbacks=[interrupt_at(13)], progress=False)
     assert Trajectory(tmp_path / "cut/trajectory").steps.tolist() == [0, 5, 10]
-    train(whole, digits, tmp_path / "cut", callbacks=[StopAt(None)], progress=False)
+    train(whole, digits, tmp_path / "cut", callbacks=[interrupt_at(None)], progress=False)
     a, b = Trajectory(tmp_path / "whole/trajectory"), Trajectory(tmp_path / "cut/trajectory")
     assert b.steps.tolist() == [0, 5, 10, 15, 20]
     assert np.array_equal(a.weights, b.weights)
