@@ -69,13 +69,13 @@ def load_images(data_dir: str | Path, split: str) -> tuple[torch.Tensor, torch.T
     if manifest["kind"] != "images":
         raise ValueError(f"{data_dir} holds {manifest['kind']}, not images")
     blob = _load_split(data_dir, split, ("x", "y"))
-    x = blob["x"].float() / manifest["pixel_max"]  # (N, C, H, W)
+    x = blob["x"].float().div_(manifest["pixel_max"])  # (N, C, H, W); in place: no 170 MB temporaries
     if x.ndim != 4 or blob["y"].shape != (len(x),):
         raise DataSourceError(f"{data_dir / f'{split}.pt'}: x {tuple(x.shape)} and y {tuple(blob['y'].shape)} "
                               f"are not (N, C, H, W) and (N,); {_redo(data_dir)}")  # fmt: skip
     mean = torch.tensor(manifest["mean"]).view(1, -1, 1, 1)
     std = torch.tensor(manifest["std"]).clamp_min(1e-8).view(1, -1, 1, 1)
-    return (x - mean) / std, blob["y"]
+    return x.sub_(mean).div_(std), blob["y"]
 
 
 def load_tokens(data_dir: str | Path, split: str) -> tuple[torch.Tensor, list[str]]:
