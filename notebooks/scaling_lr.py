@@ -43,7 +43,11 @@ def shift_text(entry):
     if entry["mean"] is None:
         return "shift n/a"
     ci = f" ± {entry['ci95']:.2f}" if entry["ci95"] is not None else ""
-    return f"shift {entry['mean']:+.2f}{ci} oct"
+    text = f"shift {entry['mean']:+.2f}{ci} oct"
+    edge = entry.get("optimum_at_edge_share")
+    if edge is not None and edge > 0.25:  # the fitted optimum is mostly the stability edge
+        text += f"\noptimum at the edge in {edge:.0%}: an edge shift"
+    return text
 
 
 def lr_panels(sub, panel_key, panel_values, panel_title, size_key, shifts, name, suptitle):
