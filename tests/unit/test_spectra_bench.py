@@ -53,3 +53,16 @@ def test_methods_meet_the_target_against_the_dense_hessian():
     assert arpack["all_within_target"] and arpack["tol"] in W.ARPACK_TOLS
     ratios = W._ratios({"ours (warm=top)": ours, "arpack eigsh (traindyn-operator, ncv=5, cold)": arpack})
     assert ratios["arpack_traindyn_operator_products_over_ours"] == arpack["products"] / ours["products"]
+
+
+def test_guard_sweep_loosens_only_the_guard_and_restores_it():
+    model, batch, states = tiny()
+    loss_fn = nn.functional.cross_entropy
+    refs = [W.reference(W._load(model, w), loss_fn, batch) for w in states.values()]
+    module = sys.modules[W.lanczos.__module__]
+    kept = module.GUARD_FACTOR
+    default = W.run_ours(model, loss_fn, batch, states, refs, "top")
+    loose = W.run_ours_guard(model, loss_fn, batch, states, refs, float("inf"))
+    assert module.GUARD_FACTOR == kept
+    # Without the guard pair's condition the stop can only come sooner.
+    assert all(a <= b for a, b in zip(loose["per_state_products"], default["per_state_products"], strict=True))
