@@ -15,9 +15,10 @@ __all__ = ["LanczosResult", "eigenvalue_errors", "lanczos"]
 # The guard pair (the (k+1)-th) must reach this many times the requested accuracy.
 # 10 is the loosest that passes the close-pair tests in tests/unit/test_spectra_lanczos.py
 # (a start nearly orthogonal to the top vector; a cold start at tol 1e-2). Looser guards
-# save products along bench_spectra.py's runs (top-vector warm starts, 28 states, tol 1e-3:
-# 284 products at 10x, 253 at 20x, 234 at 30x, 186 with none) but 15x already returns the
-# second of two eigenvalues 3.6% apart, and with no guard the error reached 1.1e-2.
+# save products along bench_spectra.py's runs (its guard sweep; top-vector warm starts,
+# 28 states, tol 1e-3: 283 products at 10x, 255 at 20x, 239 at 30x, 165 with none) but 15x
+# already returns the second of two eigenvalues 3.6% apart, and with no guard the error
+# reached 7.5e-3.
 GUARD_FACTOR = 10.0
 
 
