@@ -29,7 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from traindyn.spectra import hessian_operator, lanczos
+from traindyn.spectra import LanczosWorkspace, hessian_operator, lanczos
 from traindyn.train import Callback, RunData, build, make_loss, train
 
 TARGET = 1e-3
@@ -278,12 +278,13 @@ def _load(model, weights):
 def run_ours(model, loss_fn, batch, states, refs, how: str, max_iter: int = 100) -> dict:
     """Our Lanczos at tol=TARGET along the trajectory, warm-started as ``how`` says."""
     previous, rows = None, []
+    workspace = LanczosWorkspace()  # kept along the run, as SpectraCallback keeps one
     for (step, weights), ref in zip(states.items(), refs, strict=True):
         _load(model, weights)
         t0 = time.perf_counter()
         op = hessian_operator(model, loss_fn, batch)
         res = lanczos(op, k=1, tol=TARGET, max_iter=max_iter, v0=warm_start(previous, how),
-                      generator=torch.Generator().manual_seed(step))
+                      generator=torch.Generator().manual_seed(step), workspace=workspace)
         elapsed = time.perf_counter() - t0
         previous = res
         rows.append({"step": step, "products": res.n_matvec, "seconds": elapsed,

@@ -167,3 +167,68 @@ def test_float32_operator_gets_float32_basis_rows_and_k_equal_dim_converges():
     assert set(seen) == {torch.float32} and res.converged and res.next_eigenvalue is None
     torch.testing.assert_close(res.eigenvalues, torch.tensor([3.0, 2.0, 1.0, 0.5], dtype=torch.float64),
                                rtol=1e-5, atol=1e-6)
+
+
+def test_partial_reorthogonalization_in_float32_keeps_the_basis_semi_orthogonal():
+    # A float32 operator run far past convergence: the omega recurrence must call the
+    # pass over the basis before overlaps reach sqrt(eps), and skip it on most steps.
+    n, m = 2000, 120
+    gen = torch.Generator().manual_seed(3)
+    spectrum = torch.cat([torch.tensor([10.0, 9.0, 8.5]), torch.rand(n - 3, generator=gen) * 4.0])
+    a = symmetric(spectrum.tolist(), seed=3, dtype=torch.float32)
+    rows = []
+
+    def matvec(v):
+        rows.append(v.clone())
+        return a @ v
+
+    op = LinearOperator(matvec, dim=n, dtype=torch.float32, device=torch.device("cpu"))
+    res = lanczos(op, k=3, tol=0.0, max_iter=m)
+    basis = torch.stack(rows).double()
+    overlaps = (basis @ basis.T - torch.eye(m, dtype=torch.float64)).abs().max()
+    assert float(overlaps) <= torch.finfo(torch.float32).eps ** 0.5
+    # Far past convergence about every second step needs the pass; a run stopped at the
+    # accuracy asked of it (here 10 products for tol 1e-3) needs none.
+    assert 0 < res.n_reorth < 0.6 * m
+    stopped = lanczos(lambda v: a @ v, dim=n, dtype=torch.float32, k=1, tol=1e-3)
+    assert stopped.converged and stopped.n_reorth == 0
+    # No ghost copies of the converged top eigenvalue, and float32-accurate values.
+    torch.testing.assert_close(res.eigenvalues, torch.tensor([10.0, 9.0, 8.5], dtype=torch.float64),
+                               rtol=2e-6, atol=0)
+    # The plain three-term recurrence on the same operator loses orthogonality: without
+    # the passes the estimates call for, the basis would not stay semi-orthogonal.
+    q_prev, q, beta = torch.zeros(n), rows[0].clone(), 0.0
+    plain = [q]
+    for _ in range(m - 1):
+        w = a @ q - beta * q_prev
+        w -= (q @ w) * q
+        beta = float(w.square().sum().sqrt())
+        q_prev, q = q, w / beta
+        plain.append(q)
+    plain = torch.stack(plain).double()
+    assert float((plain @ plain.T - torch.eye(m, dtype=torch.float64)).abs().max()) > 0.1
+
+
+def test_workspace_reuses_its_basis_and_gives_the_same_answer():
+    from traindyn.spectra import LanczosWorkspace  # noqa: PLC0415
+
+    a = symmetric([5.0, 4.0, 3.0, *[1.0 / i for i in range(1, 98)]], seed=4)
+    fresh = lanczos(lambda v: a @ v, dim=100, k=2, tol=1e-10, max_iter=60)
+    workspace = LanczosWorkspace()
+    first = lanczos(lambda v: a @ v, dim=100, k=2, tol=1e-10, max_iter=60, workspace=workspace)
+    kept = workspace.basis(60, 100, torch.float64, torch.device("cpu")).data_ptr()
+    second = lanczos(lambda v: a @ v, dim=100, k=2, tol=1e-10, max_iter=40, workspace=workspace)
+    assert workspace.basis(40, 100, torch.float64, torch.device("cpu")).data_ptr() == kept
+    for res in (first, second):
+        assert res.n_matvec == fresh.n_matvec
+        torch.testing.assert_close(res.eigenvalues, fresh.eigenvalues, rtol=0, atol=0)
+    assert workspace.basis(80, 100, torch.float64, torch.device("cpu")).shape == (80, 100)
+    workspace.release()
+
+
+def test_norm_is_accurate_in_float32_at_a_million_entries():
+    from traindyn.spectra.lanczos import _norm  # noqa: PLC0415
+
+    x = torch.randn(1_000_000, generator=torch.Generator().manual_seed(0))
+    ref = float(x.double().norm())
+    assert abs(float(_norm(x)) / ref - 1) < 1e-7

@@ -9,7 +9,7 @@ from traindyn.spectra.flat import (
     unflatten,
 )
 from traindyn.spectra.jacobian import Jacobian, projected_jacobian
-from traindyn.spectra.lanczos import LanczosResult, lanczos
+from traindyn.spectra.lanczos import LanczosResult, LanczosWorkspace, lanczos
 from traindyn.spectra.module_ntk import ModuleNTK, module_ntk, output_projections
 from traindyn.spectra.ntk import ntk_kernel, ntk_operator
 from traindyn.spectra.operators import (
@@ -25,6 +25,7 @@ __all__ = [
     "MEASURES",
     "Jacobian",
     "LanczosResult",
+    "LanczosWorkspace",
     "LinearOperator",
     "ModuleNTK",
     "SpectraCallback",

@@ -8,7 +8,7 @@ from typing import Any, Literal
 import torch
 
 from traindyn.spectra.flat import LinearOperator
-from traindyn.spectra.lanczos import lanczos
+from traindyn.spectra.lanczos import LanczosWorkspace, lanczos
 from traindyn.spectra.ntk import Kernel, ntk_operator
 from traindyn.spectra.operators import (
     gauss_newton_operator,
@@ -108,6 +108,9 @@ class SpectraCallback(Callback):
         self.seed = seed
         self._eigenvectors: dict[str, torch.Tensor] = {}
         self._last_step: int | None = None
+        # One Krylov basis per measure, kept between measurements (no page faults after
+        # the first; see LanczosWorkspace).
+        self._workspaces: dict[str, LanczosWorkspace] = {}
 
     def on_train_start(self, state: TrainState) -> None:
         """Check the run fits the measures, then measure at the current step if due."""
@@ -129,6 +132,11 @@ class SpectraCallback(Callback):
     def on_step_end(self, state: TrainState, loss: float) -> None:
         """Measure if ``state.step`` is a multiple of ``every``."""
         self._maybe_measure(state)
+
+    def on_train_end(self, state: TrainState) -> None:
+        """Free the kept Krylov bases."""
+        for workspace in self._workspaces.values():
+            workspace.release()
 
     def state_dict(self) -> dict[str, Any]:
         """Return the last eigenvectors (warm starts) and the last measured step."""
@@ -195,6 +203,7 @@ class SpectraCallback(Callback):
             result = lanczos(
                 op, k=k, v0=v0, tol=self.tol, max_iter=self.max_iter,
                 generator=self._generator(state, measure),
+                workspace=self._workspaces.setdefault(measure, LanczosWorkspace()),
             )
         except FloatingPointError:
             self._record_nan(state, measure, eta)

@@ -66,17 +66,16 @@ def hessian_operator(
 
     def matvec(v: torch.Tensor) -> torch.Tensor:
         chunks = unflatten(_as_operator_input(v, dim, dtype, device), params)
-        hv = [torch.zeros_like(p) for p in params]
-        if live:
-            products = torch.autograd.grad(
-                [g for g, _ in live],
-                params,
-                grad_outputs=[chunks[i] for _, i in live],
-                retain_graph=True,
-                allow_unused=True,
-            )
-            hv = [torch.zeros_like(p) if h is None else h for h, p in zip(products, params, strict=True)]
-        return flatten(hv)
+        if not live:
+            return torch.zeros(dim, dtype=dtype, device=device)
+        products = torch.autograd.grad(
+            [g for g, _ in live],
+            params,
+            grad_outputs=[chunks[i] for _, i in live],
+            retain_graph=True,
+            allow_unused=True,
+        )
+        return flatten([torch.zeros_like(p) if h is None else h for h, p in zip(products, params, strict=True)])
 
     return LinearOperator(matvec=matvec, dim=dim, dtype=dtype, device=device)
 
