@@ -66,3 +66,23 @@ def test_guard_sweep_loosens_only_the_guard_and_restores_it():
     assert module.GUARD_FACTOR == kept
     # Without the guard pair's condition the stop can only come sooner.
     assert all(a <= b for a, b in zip(loose["per_state_products"], default["per_state_products"], strict=True))
+
+
+def test_single_arpack_setting_is_the_cheapest_that_meets_the_target_everywhere():
+    pytest.importorskip("scipy")
+    import bench_spectra  # noqa: PLC0415
+
+    model, batch, states = tiny()
+    loss_fn = nn.functional.cross_entropy
+    refs = [W.reference(W._load(model, w), loss_fn, batch) for w in states.values()]
+    grid = W.run_arpack_settings(model, loss_fn, "xent", batch, states, refs, settings=[(4, 3e-2), (5, 1e-2)])
+    assert set(grid) == {"ncv=4, tol=0.03", "ncv=5, tol=0.01"}
+    assert all(g["products"] == sum(g["per_state_products"]) for g in grid.values())
+    # Two trajectories: a setting counts only if it meets the target on both.
+    met = {"products": 10, "seconds": 1.0, "all_within_target": True}
+    cheap = {"products": 5, "seconds": 0.5, "all_within_target": True}
+    missed = {"products": 3, "seconds": 0.3, "all_within_target": False}
+    trajectories = [{"arpack_settings": {"a": met, "b": cheap}}, {"arpack_settings": {"a": met, "b": missed}}]
+    best = bench_spectra.best_single_setting(trajectories)
+    assert best["setting"] == "a" and best["products"] == 20 and best["per_trajectory_products"] == [10, 10]
+    assert bench_spectra.best_single_setting([{"arpack_settings": {"b": missed}}]) is None
