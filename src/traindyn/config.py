@@ -200,7 +200,8 @@ def _read_file(path: Path) -> tuple[dict[str, Any] | None, str | None]:
     if not path.is_file():
         return None, f"config file {str(path)!r} does not exist (or is not a file)"
     try:
-        content = yaml.safe_load(path.read_text(encoding="utf-8"))
+        # libyaml's loader when present: 10x faster, and every job reads the resolved config.
+        content = yaml.load(path.read_text(encoding="utf-8"), Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
     except yaml.YAMLError as err:
         return None, f"config file {str(path)!r} is not valid YAML: {_yaml_where(err)}"
     except (OSError, UnicodeDecodeError) as err:

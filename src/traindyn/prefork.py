@@ -62,7 +62,9 @@ def _warm_imports() -> None:
     import torch
     import torch._dynamo  # noqa: F401  - what torch.optim would import lazily in every job
 
-    from . import cli, cmd, data, grow, mat, models, param, scaling, spectra, train  # noqa: F401
+    from . import cli, cmd, config, data, grow, mat, models, param, scaling, spectra, train  # noqa: F401
+
+    config.schema()  # parsed once here, not in every job
     from .cmd import study as _cmd  # noqa: F401  - the study entries that config validation imports
     from .grow import study as _lag  # noqa: F401
     from .mat import study as _mat  # noqa: F401

@@ -334,3 +334,28 @@ def test_workflow_job_log_holds_the_same_message(tmp_path, venv_env):
     assert "train-images-idx3-ubyte.gz: truncated" in log and "apt-get install dataset-fashion-mnist" in log
     assert "Traceback" not in log
     assert not (tmp_path / "results/data/fashion-mnist").exists()
+
+
+def test_standardised_copy_is_memory_mapped_and_bitwise_the_load_time_standardisation(tmp_path):
+    from traindyn.data import standardise, standardised_file
+
+    manifest = prepare_dataset("digits", _cfg(), tmp_path / "d")
+    assert manifest["standardised"] == {s: standardised_file(s) for s in ("train", "val", "test")}
+    for split in ("train", "val", "test"):
+        x, y = load_images(tmp_path / "d", split)
+        raw = torch.load(tmp_path / f"d/{split}.pt")
+        assert torch.equal(x, standardise(raw["x"], manifest)) and torch.equal(y, raw["y"])
+    # Copy-on-write: writing to the loaded tensor leaves the file as it was.
+    before = (tmp_path / "d" / standardised_file("val")).read_bytes()
+    x, _ = load_images(tmp_path / "d", "val")
+    x.zero_()
+    assert (tmp_path / "d" / standardised_file("val")).read_bytes() == before
+    # A dataset prepared before the copy existed still loads, to the same values.
+    (tmp_path / "d" / standardised_file("train")).unlink()
+    old, _ = load_images(tmp_path / "d", "train")
+    assert torch.equal(old, standardise(torch.load(tmp_path / "d/train.pt")["x"], manifest))
+    # A truncated copy is an error that names the file and how to redo it.
+    path = tmp_path / "d" / standardised_file("test")
+    path.write_bytes(path.read_bytes()[:100])
+    with pytest.raises(DataSourceError, match=r"test\.std\.f32.*prepare it again"):
+        load_images(tmp_path / "d", "test")

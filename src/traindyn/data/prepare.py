@@ -16,6 +16,7 @@ import torch
 
 from ..config import DataConfig
 from . import sources
+from .load import standardise, standardised_file
 
 __all__ = ["DATASETS", "prepare_dataset"]
 
@@ -79,7 +80,7 @@ def _write_images(raw: sources.RawImages, cfg: DataConfig, out: Path) -> dict[st
     pd.DataFrame(stats).to_parquet(out / "stats.parquet", index=False)
     pd.DataFrame(samples).to_parquet(out / "samples.parquet", index=False)
     xtrain = splits["train"][0].astype(np.float64) / raw.pixel_max
-    return {
+    meta = {
         "kind": "images",
         "shape": list(x.shape[1:]),
         "classes": raw.classes,
@@ -89,6 +90,11 @@ def _write_images(raw: sources.RawImages, cfg: DataConfig, out: Path) -> dict[st
         "std": xtrain.std(axis=(0, 2, 3)).tolist(),
         "sizes": {k: int(len(v[1])) for k, v in splits.items()},
     }
+    # Each split standardised once, as raw float32 that jobs memory-map (load_images).
+    for split, (xs, _) in splits.items():
+        standardise(torch.from_numpy(np.ascontiguousarray(xs)), meta).numpy().tofile(out / standardised_file(split))
+    meta["standardised"] = {split: standardised_file(split) for split in splits}
+    return meta
 
 
 def _text_splits(raw: sources.RawText, cfg: DataConfig) -> dict[str, str]:
@@ -143,7 +149,8 @@ def prepare_dataset(name: str, cfg: DataConfig, out_dir: str | Path) -> dict[str
     """Prepare dataset ``name`` into ``out_dir`` and return its manifest.
 
     Writes ``{train,val,test}.pt``, ``manifest.json``, ``stats.parquet`` and
-    ``samples.parquet`` (plus ``vocab.json`` for text) into a temporary folder that is
+    ``samples.parquet`` (plus ``vocab.json`` for text, and ``{split}.std.f32``, the
+    standardised float32 pixels, for images) into a temporary folder that is
     renamed to ``out_dir`` only when complete, so a failed run leaves nothing behind.
 
     Args:
