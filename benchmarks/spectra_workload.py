@@ -324,22 +324,30 @@ def _summary(rows: list[dict]) -> dict:
     }
 
 
+def _arpack_along(model, loss_fn, loss: str, batch, states, refs, ncv: int, tol: float, backend: str,
+                  warm: bool) -> list[dict]:
+    """eigsh at one (ncv, tol) state by state, warm-started from the last eigenvector if
+    ``warm``; stops at the first state that misses the target."""
+    rows, v0 = [], None
+    for (step, weights), ref in zip(states.items(), refs, strict=True):
+        _load(model, weights)
+        t0 = time.perf_counter()
+        sop = curvlinops_operator(model, loss, batch) if backend == "curvlinops" else \
+            traindyn_scipy_operator(model, loss_fn, batch)
+        value, vec, n = arpack(sop, ncv=ncv, tol=tol, v0=v0 if warm else None, seed=step)
+        rows.append({"step": step, "products": n, "seconds": time.perf_counter() - t0,
+                     "rel_err": rel_err(value, ref[0])})
+        v0 = vec
+        if rows[-1]["rel_err"] > TARGET:
+            break
+    return rows
+
+
 def run_arpack(model, loss_fn, loss: str, batch, states, refs, ncv: int, backend: str, warm: bool) -> dict:
     """eigsh at each ladder tol until one meets the target at every state (that one is kept)."""
     tried = []
     for tol in ARPACK_TOLS:
-        rows, v0 = [], None
-        for (step, weights), ref in zip(states.items(), refs, strict=True):
-            _load(model, weights)
-            t0 = time.perf_counter()
-            sop = curvlinops_operator(model, loss, batch) if backend == "curvlinops" else \
-                traindyn_scipy_operator(model, loss_fn, batch)
-            value, vec, n = arpack(sop, ncv=ncv, tol=tol, v0=v0 if warm else None, seed=step)
-            rows.append({"step": step, "products": n, "seconds": time.perf_counter() - t0,
-                         "rel_err": rel_err(value, ref[0])})
-            v0 = vec
-            if rows[-1]["rel_err"] > TARGET:
-                break
+        rows = _arpack_along(model, loss_fn, loss, batch, states, refs, ncv, tol, backend, warm)
         tried.append(tol)
         if len(rows) == len(states) and all(r["rel_err"] <= TARGET for r in rows):
             return {"tol": tol, "tols_tried": tried, **_summary(rows)}
@@ -357,17 +365,7 @@ def run_arpack_settings(model, loss_fn, loss: str, batch, states, refs, backend:
         settings = [(ncv, tol) for ncv in SETTING_NCVS for tol in SETTING_TOLS]
     out = {}
     for ncv, tol in settings:
-        rows, v0 = [], None
-        for (step, weights), ref in zip(states.items(), refs, strict=True):
-            _load(model, weights)
-            t0 = time.perf_counter()
-            sop = curvlinops_operator(model, loss, batch) if backend == "curvlinops" else \
-                traindyn_scipy_operator(model, loss_fn, batch)
-            value, v0, n = arpack(sop, ncv=ncv, tol=tol, v0=v0, seed=step)
-            rows.append({"step": step, "products": n, "seconds": time.perf_counter() - t0,
-                         "rel_err": rel_err(value, ref[0])})
-            if rows[-1]["rel_err"] > TARGET:
-                break
+        rows = _arpack_along(model, loss_fn, loss, batch, states, refs, ncv, tol, backend, warm=True)
         summary = _summary(rows)
         summary["all_within_target"] &= len(rows) == len(states)
         out[f"ncv={ncv}, tol={tol:g}"] = summary
