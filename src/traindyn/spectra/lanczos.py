@@ -247,8 +247,9 @@ def lanczos(
     # over the basis is needed only when that level is about to be crossed. The overlaps
     # are not measured (that is itself a pass over the basis) but estimated by Simon's
     # omega recurrence, O(j) scalars per step; when an estimate exceeds eta the new
-    # vector, and the one after it, are orthogonalised against the whole basis and the
-    # estimates reset to rounding level. float64 operators serve as references, whose
+    # vector is orthogonalised against the whole basis and its estimates reset to
+    # rounding level (the recurrence carries the previous vector's overlaps on, so the
+    # next vector needs no forced pass of its own). float64 operators serve as references, whose
     # Ritz vectors should be orthogonal to ~1e-12: there eta is eps^(3/4).
     eps = torch.finfo(dtype).eps
     eta = eps**0.75 if dtype == torch.float64 else math.sqrt(eps)
