@@ -177,10 +177,9 @@ def lanczos(
     semi-orthogonality, so Ritz values as accurate as with full reorthogonalization
     and no spurious copies of converged eigenvalues. On the 668,672-parameter MLP
     Hessian in float32 no step of a run stopped at tol 1e-3 needed the pass; far past
-    convergence about every second step does (``n_reorth``). A step cost 1.10-1.17x
-    one product at 10 steps, 1.12-1.24x at 20, 1.23-1.35x at 40 in two timings
-    (``benchmarks/bench_spectra.py``, ``lanczos_step``), against 1.20x / 1.24x / 1.35x
-    with a measured pass every step.
+    convergence about every second step does (``n_reorth``). A step cost 1.17x one
+    product at 10 steps, 1.24x at 20, 1.35x at 40 (``benchmarks/bench_spectra.py``,
+    ``lanczos_step``), against 1.19x / 1.29x / 1.37x with a measured pass every step.
     If the Krylov space becomes invariant before the pairs have converged, it
     continues from a random vector orthogonal to the basis.
 
