@@ -295,8 +295,9 @@ def run_ours(model, loss_fn, batch, states, refs, how: str, max_iter: int = 100)
         elapsed = time.perf_counter() - t0
         previous = res
         rows.append({"step": step, "products": res.n_matvec, "seconds": elapsed,
-                     "rel_err": rel_err(float(res.eigenvalues[0]), ref[0])})
-    return _summary(rows)
+                     "rel_err": rel_err(float(res.eigenvalues[0]), ref[0]), "reorth": res.n_reorth})
+    # Steps that needed the pass over the whole basis (partial reorthogonalization).
+    return {**_summary(rows), "reorth_steps": sum(r["reorth"] for r in rows)}
 
 
 def run_ours_guard(model, loss_fn, batch, states, refs, factor: float) -> dict:
