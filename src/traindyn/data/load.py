@@ -57,7 +57,8 @@ def _load_split(data_dir: Path, split: str, keys: tuple[str, ...]) -> dict[str, 
 
 def standardise(x: torch.Tensor, manifest: dict[str, Any]) -> torch.Tensor:
     """Raw pixels ``(N, C, H, W)`` -> float32 standardised with the manifest's statistics."""
-    x = x.float().div_(manifest["pixel_max"])  # in place: no 170 MB temporaries
+    # A float32 copy even when x is float32 already (never the caller's tensor), then in place.
+    x = x.to(torch.float32, copy=True).div_(manifest["pixel_max"])
     mean = torch.tensor(manifest["mean"]).view(1, -1, 1, 1)
     std = torch.tensor(manifest["std"]).clamp_min(1e-8).view(1, -1, 1, 1)
     return x.sub_(mean).div_(std)
