@@ -256,6 +256,71 @@ def test_gpt_attention_logit_scale(name, scale):
     torch.testing.assert_close(head(x), logits.softmax(-1) @ v)
 
 
+@pytest.mark.parametrize("causal", [True, False])
+@pytest.mark.parametrize("bias", [False, True])
+def test_batched_heads_match_each_head_forward(causal, bias):
+    """The one-projection path equals concatenating every head's own forward: values,
+    gradients, a forward-mode JVP and a Hessian-vector product (the spectra use all three)."""
+    from traindyn.models import MultiHeadAttention
+
+    torch.manual_seed(0)
+    attn = MultiHeadAttention(32, 4, MUP, causal=causal, bias=bias).double()
+    if bias:
+        for p in attn.parameters():
+            p.data.add_(0.1 * torch.randn_like(p))
+    x = torch.randn(3, 7, 32, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+    params = dict(attn.named_parameters())
+
+    def per_head(p):
+        return torch.func.functional_call(attn, p, (x,))
+
+    def reference(p):  # what the module computed before the heads were batched
+        outs = [torch.func.functional_call(h, {k.split(f"heads.{i}.", 1)[1]: v for k, v in p.items()
+                                               if k.startswith(f"heads.{i}.")}, (x,))
+                for i, h in enumerate(attn.heads)]
+        return torch.func.functional_call(attn.o, {k[2:]: v for k, v in p.items() if k.startswith("o.")},
+                                          (torch.cat(outs, -1),))
+
+    torch.testing.assert_close(per_head(params), reference(params), rtol=1e-12, atol=1e-12)
+    tangent = {k: torch.randn_like(v) for k, v in params.items()}
+    _, jvp_batched = torch.func.jvp(per_head, (params,), (tangent,))
+    _, jvp_ref = torch.func.jvp(reference, (params,), (tangent,))
+    torch.testing.assert_close(jvp_batched, jvp_ref, rtol=1e-10, atol=1e-12)
+
+    def loss(f, p):
+        return f(p).square().sum()
+
+    g = torch.func.grad(lambda p: loss(per_head, p))(params)
+    g_ref = torch.func.grad(lambda p: loss(reference, p))(params)
+    hvp = torch.func.jvp(torch.func.grad(lambda p: loss(per_head, p)), (params,), (tangent,))[1]
+    hvp_ref = torch.func.jvp(torch.func.grad(lambda p: loss(reference, p)), (params,), (tangent,))[1]
+    for k in params:
+        torch.testing.assert_close(g[k], g_ref[k], rtol=1e-10, atol=1e-12)
+        torch.testing.assert_close(hvp[k], hvp_ref[k], rtol=1e-9, atol=1e-11)
+    # a partly frozen set of heads takes the per-head path: no weight-gradient work for the
+    # frozen head, which one concatenated projection would do and throw away
+    from torch.utils.flop_counter import FlopCounterMode
+
+    def step_flops():
+        with FlopCounterMode(display=False) as counter:
+            attn(x).square().sum().backward()
+        attn.zero_grad(set_to_none=True)
+        return counter.get_total_flops()
+
+    all_trained = step_flops()
+    attn.heads[1].requires_grad_(False)
+    # the frozen head's whole backward is skipped (x needs no gradient): the weight gradients
+    # of q, k, v, (B T = 21 rows) x (8 out) x (32 in), and its 4 attention bmm's, 3 x (7 x 7 x 8)
+    head_backward = 3 * 2 * 21 * 8 * 32 + 4 * 2 * 3 * 7 * 7 * 8
+    assert step_flops() == all_trained - head_backward
+    attn.heads[1].requires_grad_(True)
+    # a forward hook on a head takes the per-head path, so the hook sees the head's output
+    expected, seen = reference(params), []
+    attn.heads[2].register_forward_hook(lambda _m, _i, out: seen.append(out.shape))
+    torch.testing.assert_close(attn(x), expected, rtol=1e-12, atol=1e-12)
+    assert seen == [(3, 7, 8)]
+
+
 def test_gpt_depth_growth_by_deep_copy():
     model = _gpt(depth=2)
     x = _input("gpt")
