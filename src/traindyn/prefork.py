@@ -13,6 +13,7 @@ in-process as usual: the server only ever saves time.
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 import select
@@ -113,6 +114,11 @@ def serve(path: str | Path, parent_pid: int | None = None, idle_timeout: float =
         idle_timeout: Exit after this many seconds without a request or a running child.
     """
     _warm_imports()
+    # Every object imported so far moves to the collector's permanent generation: a child's
+    # collections then never walk (and so never copy-on-write) the inherited heap of torch,
+    # pandas and the schema, which cost 0.2 s per collection and ~0.4 s per job (measured).
+    gc.collect()
+    gc.freeze()
     path = Path(path)
     path.unlink(missing_ok=True)
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
