@@ -297,8 +297,9 @@ def test_batched_heads_match_each_head_forward(causal, bias):
     for k in params:
         torch.testing.assert_close(g[k], g_ref[k], rtol=1e-10, atol=1e-12)
         torch.testing.assert_close(hvp[k], hvp_ref[k], rtol=1e-9, atol=1e-11)
-    # a partly frozen set of heads takes the per-head path: no weight-gradient work for the
-    # frozen head, which one concatenated projection would do and throw away
+    # with one head frozen the trained and frozen heads are two batches: no weight-gradient
+    # work for the frozen head (one concatenated projection would do it and throw it away),
+    # and the same values and gradients as the per-head reference
     from torch.utils.flop_counter import FlopCounterMode
 
     def step_flops():
@@ -313,6 +314,19 @@ def test_batched_heads_match_each_head_forward(causal, bias):
     # of q, k, v, (B T = 21 rows) x (8 out) x (32 in), and its 4 attention bmm's, 3 x (7 x 7 x 8)
     head_backward = 3 * 2 * 21 * 8 * 32 + 4 * 2 * 3 * 7 * 7 * 8
     assert step_flops() == all_trained - head_backward
+    xg = x.clone().requires_grad_(True)
+    attn(xg).square().sum().backward()
+    grads = {k: v.grad.clone() for k, v in params.items() if v.grad is not None}
+    dx = xg.grad.clone()
+    attn.zero_grad(set_to_none=True)
+    assert not any(k.startswith("heads.1.") for k in grads)
+    xr = x.clone().requires_grad_(True)
+    per_head = [h(xr) for h in attn.heads]  # the per-head reference, head 1 still frozen
+    attn.o(torch.cat(per_head, -1)).square().sum().backward()
+    for k, g_k in grads.items():
+        torch.testing.assert_close(g_k, params[k].grad, rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(dx, xr.grad, rtol=1e-10, atol=1e-12)
+    attn.zero_grad(set_to_none=True)
     attn.heads[1].requires_grad_(True)
     # a forward hook on a head takes the per-head path, so the hook sees the head's output
     expected, seen = reference(params), []
