@@ -103,10 +103,11 @@ class MultiHeadAttention(nn.Module):
         groups = [[i for i, f in enumerate(flags) if f == {on}] for on in (True, False)]
         groups = [g for g in groups if g]
         outs = [self._attend_heads(x, [heads[i] for i in g]) for g in groups]  # (B, Hg, T, D) each
-        out = outs[0] if len(outs) == 1 else torch.cat(outs, dim=1)  # (B, H, T, D), grouped order
-        if len(outs) > 1:
+        if len(outs) == 1:
+            out = outs[0]  # (B, H, T, D)
+        else:  # trained heads first, then frozen: back to head order
             order = [i for g in groups for i in g]
-            out = out[:, [order.index(i) for i in range(len(heads))]]  # back to head order
+            out = torch.cat(outs, dim=1)[:, [order.index(i) for i in range(len(heads))]]  # (B, H, T, D)
         return self.o(out.transpose(1, 2).reshape(*batch, T, -1))  # (B, T, N)
 
     @staticmethod
