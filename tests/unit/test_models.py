@@ -275,11 +275,21 @@ def test_batched_heads_match_each_head_forward(causal, bias):
         return torch.func.functional_call(attn, p, (x,))
 
     def reference(p):  # what the module computed before the heads were batched
-        outs = [torch.func.functional_call(h, {k.split(f"heads.{i}.", 1)[1]: v for k, v in p.items()
-                                               if k.startswith(f"heads.{i}.")}, (x,))
-                for i, h in enumerate(attn.heads)]
-        return torch.func.functional_call(attn.o, {k[2:]: v for k, v in p.items() if k.startswith("o.")},
-                                          (torch.cat(outs, -1),))
+        outs = [
+            torch.func.functional_call(
+                h,
+                {
+                    k.split(f"heads.{i}.", 1)[1]: v
+                    for k, v in p.items()
+                    if k.startswith(f"heads.{i}.")
+                },
+                (x,),
+            )
+            for i, h in enumerate(attn.heads)
+        ]
+        return torch.func.functional_call(
+            attn.o, {k[2:]: v for k, v in p.items() if k.startswith("o.")}, (torch.cat(outs, -1),)
+        )
 
     torch.testing.assert_close(per_head(params), reference(params), rtol=1e-12, atol=1e-12)
     tangent = {k: torch.randn_like(v) for k, v in params.items()}
@@ -293,7 +303,9 @@ def test_batched_heads_match_each_head_forward(causal, bias):
     g = torch.func.grad(lambda p: loss(per_head, p))(params)
     g_ref = torch.func.grad(lambda p: loss(reference, p))(params)
     hvp = torch.func.jvp(torch.func.grad(lambda p: loss(per_head, p)), (params,), (tangent,))[1]
-    hvp_ref = torch.func.jvp(torch.func.grad(lambda p: loss(reference, p)), (params,), (tangent,))[1]
+    hvp_ref = torch.func.jvp(torch.func.grad(lambda p: loss(reference, p)), (params,), (tangent,))[
+        1
+    ]
     for k in params:
         torch.testing.assert_close(g[k], g_ref[k], rtol=1e-10, atol=1e-12)
         torch.testing.assert_close(hvp[k], hvp_ref[k], rtol=1e-9, atol=1e-11)

@@ -86,8 +86,8 @@ class MultiHeadAttention(nn.Module):
 
         The heads' q, k, v weights are concatenated into one projection and the heads attend
         as one batched call: the same function as each head's own ``forward`` (tested to
-        1e-12, JVPs and Hessian-vector products included), and a 1.2-1.45x faster GPT
-        training step at widths 32-128 on one CPU thread (measured). The gradients still
+        1e-12, JVPs and Hessian-vector products included), and a GPT training step 1.1-1.4x
+        faster at widths 128-32 on one CPU thread (``benchmarks/bench_attention.py``). The gradients still
         reach each head's own parameters. When only some heads train (MAT's gate), the
         trained and the frozen heads are two such batches, so no weight gradient of a frozen
         head is computed: the work that skipping it saves. A forward hook on a head (e.g. the
@@ -96,7 +96,9 @@ class MultiHeadAttention(nn.Module):
         """
         heads = self.heads
         flags = [{p.requires_grad for p in h.parameters()} for h in heads]
-        if any(len(f) > 1 for f in flags) or any(h._forward_hooks or h._forward_pre_hooks for h in heads):
+        if any(len(f) > 1 for f in flags) or any(
+            h._forward_hooks or h._forward_pre_hooks for h in heads
+        ):
             return self.o(torch.cat([head(x) for head in heads], dim=-1))  # (B, T, N)
         *batch, T, n = x.shape
         x = x.reshape(-1, T, n)  # (B, T, N)
@@ -107,7 +109,9 @@ class MultiHeadAttention(nn.Module):
             out = outs[0]  # (B, H, T, D)
         else:  # trained heads first, then frozen: back to head order
             order = [i for g in groups for i in g]
-            out = torch.cat(outs, dim=1)[:, [order.index(i) for i in range(len(heads))]]  # (B, H, T, D)
+            out = torch.cat(outs, dim=1)[
+                :, [order.index(i) for i in range(len(heads))]
+            ]  # (B, H, T, D)
         return self.o(out.transpose(1, 2).reshape(*batch, T, -1))  # (B, T, N)
 
     @staticmethod
@@ -118,7 +122,9 @@ class MultiHeadAttention(nn.Module):
         qkv = first.q._scale(F.linear(x, w))  # (B, T, 3 Hg D): q, k, v share one multiplier
         if first.q.bias is not None:
             qkv = qkv + torch.cat([lin.bias for h in heads for lin in (h.q, h.k, h.v)])
-        qkv = qkv.view(B, T, len(heads), 3, first.q.out_features).permute(3, 0, 2, 1, 4)  # (3, B, Hg, T, D)
+        qkv = qkv.view(B, T, len(heads), 3, first.q.out_features).permute(
+            3, 0, 2, 1, 4
+        )  # (3, B, Hg, T, D)
         # plain matmuls, not F.scaled_dot_product_attention: the spectra need forward-mode AD
         # and double backward through attention, which the fused CPU kernel lacks
         return first.attend(qkv[0], qkv[1], qkv[2])  # (B, Hg, T, D)
