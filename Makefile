@@ -62,7 +62,10 @@ bench: $(STAMP) data-packages
 	$(BIN)/python benchmarks/bench_train.py --data-dir results/data/fashion-mnist > results/benchmarks/train.json
 	$(BIN)/python benchmarks/bench_spectra.py --data-dir results/data/fashion-mnist > results/benchmarks/spectra.json
 	$(BIN)/python benchmarks/bench_cmd.py > results/benchmarks/cmd.json
-	cat results/benchmarks/train.json results/benchmarks/spectra.json results/benchmarks/cmd.json
+	$(BIN)/python benchmarks/bench_mat.py > results/benchmarks/mat.json
+	$(BIN)/python benchmarks/bench_attention.py > results/benchmarks/attention.json
+	cat results/benchmarks/train.json results/benchmarks/spectra.json results/benchmarks/cmd.json \
+	  results/benchmarks/mat.json results/benchmarks/attention.json
 
 clean-results:
 	rm -rf results
