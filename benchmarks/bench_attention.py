@@ -17,12 +17,13 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import time
 
 import torch
+from timing import median_time
 
 from traindyn.models import GPT
 from traindyn.param import Parameterization, make_optimizer
+from traindyn.train import make_loss
 
 VARIANTS = {"per_head": (True, False), "batched": (False, False), "batched_foreach": (False, True)}
 
@@ -42,16 +43,15 @@ def step_ms(width: int, per_head: bool, foreach: bool, steps: int, warmup: int =
         group["foreach"] = foreach
     g = torch.Generator().manual_seed(1)
     x, y = torch.randint(0, 65, (16, 32), generator=g), torch.randint(0, 65, (16, 32), generator=g)
-    times = []
-    for i in range(warmup + steps):
-        t = time.perf_counter()
-        loss = torch.nn.functional.cross_entropy(model(x).flatten(0, 1), y.flatten())
+    loss_fn = make_loss("xent")
+
+    def step() -> None:
+        loss = loss_fn(model(x), y)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
-        if i >= warmup:
-            times.append(time.perf_counter() - t)
-    return 1e3 * statistics.median(times)
+
+    return 1e3 * median_time(step, steps, warmup=warmup)
 
 
 def main() -> None:

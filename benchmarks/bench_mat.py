@@ -16,10 +16,9 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
-import time
 
 import torch
+from timing import median_time
 
 from traindyn.mat.callback import measurement_flops
 from traindyn.mat.flops import GemmCounter
@@ -31,16 +30,6 @@ from traindyn.spectra import module_ntk
 from traindyn.train import make_loss
 
 MAX_RATIO = 2.0
-
-
-def _median_time(fn, repeats: int) -> float:
-    fn()  # warm-up
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
 
 
 def main() -> None:
@@ -61,8 +50,8 @@ def main() -> None:
     x, y = torch.randint(0, 65, (args.batch, 64), generator=gen), torch.randint(0, 65, (args.batch, 64), generator=gen)
     heads = {m: list(g.params) for m, g in reg.items()}
     everything = {"all": [n for n, _ in model.named_parameters()]}
-    t_heads = _median_time(lambda: module_ntk(model, probe, heads), args.repeats)
-    t_full = _median_time(lambda: module_ntk(model, probe, everything), args.repeats)
+    t_heads = median_time(lambda: module_ntk(model, probe, heads), args.repeats)
+    t_full = median_time(lambda: module_ntk(model, probe, everything), args.repeats)
     opt = make_optimizer(model, "adam", 1e-3)
     loss_fn = make_loss("xent")
 
@@ -74,16 +63,16 @@ def main() -> None:
 
     counter = GemmCounter(model, x)
     flops_full = counter.count()["total"]
-    t_step_full = _median_time(step, args.repeats * 4)
+    t_step_full = median_time(step, args.repeats * 4)
     off = [m for g in range(4) for m in list(reg)[4 * g : 4 * g + 2]]  # two heads of every block
     for m in off:
         for n in reg[m].params:
             model.get_parameter(n).requires_grad_(False)
     flops_gated = counter.count()["total"]
-    t_step_gated = _median_time(step, args.repeats * 4)
+    t_step_gated = median_time(step, args.repeats * 4)
     for p in model.parameters():
         p.requires_grad_(True)
-    t_measure = _median_time(lambda: measure_modules(model, probe, reg), args.repeats)
+    t_measure = median_time(lambda: measure_modules(model, probe, reg), args.repeats)
     f_measure = measurement_flops(model, probe, reg, 4)
     out = {
         "bench": "mat", "threads": args.threads, "probe_examples": args.probe, "batch": args.batch,

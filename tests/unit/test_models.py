@@ -323,8 +323,10 @@ def test_batched_heads_match_each_head_forward(causal, bias):
     all_trained = step_flops()
     attn.heads[1].requires_grad_(False)
     # the frozen head's whole backward is skipped (x needs no gradient): the weight gradients
-    # of q, k, v, (B T = 21 rows) x (8 out) x (32 in), and its 4 attention bmm's, 3 x (7 x 7 x 8)
-    head_backward = 3 * 2 * 21 * 8 * 32 + 4 * 2 * 3 * 7 * 7 * 8
+    # of q, k, v, (B T rows) x (D out) x (N in), and its 4 attention bmm's of B x (T x T x D),
+    # 2 flops per multiply-add
+    (B, T, N), D = x.shape, attn.heads[1].q.out_features
+    head_backward = 3 * 2 * B * T * D * N + 4 * 2 * B * T * T * D
     assert step_flops() == all_trained - head_backward
     xg = x.clone().requires_grad_(True)
     attn(xg).square().sum().backward()
