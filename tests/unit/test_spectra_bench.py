@@ -86,3 +86,25 @@ def test_single_arpack_setting_is_the_cheapest_that_meets_the_target_everywhere(
     best = bench_spectra.best_single_setting(trajectories)
     assert best["setting"] == "a" and best["products"] == 20 and best["per_trajectory_products"] == [10, 10]
     assert bench_spectra.best_single_setting([{"arpack_settings": {"b": missed}}]) is None
+
+
+def test_ours_with_arpacks_stop_is_tuned_on_arpacks_ladder():
+    pytest.importorskip("scipy")
+    import bench_spectra  # noqa: PLC0415
+
+    model, batch, states = tiny()
+    loss_fn = nn.functional.cross_entropy
+    refs = [W.reference(W._load(model, w), loss_fn, batch) for w in states.values()]
+    grid = W.run_ours_residual_settings(model, loss_fn, batch, states, refs)
+    assert list(grid) == [f"tol={t:g}" for t in W.ARPACK_TOLS]
+    # From the same (cold) start a tighter residual test never stops sooner; later states
+    # start from each run's own previous vector, so only the first state compares.
+    first = [g["per_state_products"][0] for g in grid.values()]
+    assert first == sorted(first)
+    picked = W.loosest_working(grid)
+    first_ok = next(name for name, g in grid.items() if g["all_within_target"])
+    assert picked["all_within_target"] and f"tol={picked['tol']:g}" == first_ok
+    assert picked["products"] == grid[first_ok]["products"]
+    assert W.loosest_working({"tol=0.1": {"all_within_target": False}}) == {"tol": None, "all_within_target": False}
+    best = bench_spectra.best_single_setting([{"ours_residual_settings": grid}], key="ours_residual_settings")
+    assert best["products"] == min(g["products"] for g in grid.values() if g["all_within_target"])

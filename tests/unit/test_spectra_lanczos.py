@@ -88,6 +88,8 @@ def test_seeded_and_checks_arguments():
         lanczos(lambda v: a @ v, dim=30, v0=torch.ones(29))
     with pytest.raises(FloatingPointError):
         lanczos(lambda v: v * float("nan"), dim=30)
+    with pytest.raises(ValueError, match="needs vector_tol"):
+        lanczos(lambda v: a @ v, dim=30, tol=None)
 
 
 def test_no_ghost_copies_after_convergence():
@@ -138,6 +140,25 @@ def test_eigenvalue_stop_meets_the_accuracy_with_fewer_products_than_a_residual_
         assert float(res.errors[0]) <= tol * float(res.eigenvalues[0])
         assert res.n_matvec <= by_residual.n_matvec
         assert res.next_eigenvalue is not None and res.next_eigenvector.shape == (600,)
+
+
+def test_residual_stop_alone_is_arpacks_rule():
+    # tol=None: no eigenvalue test, no guard pair; stops at the first product whose top
+    # residual is within vector_tol (as eigsh does), so a looser tol stops no later.
+    a, _, _, _ = close_pair_operator(seed=2)
+    ref = torch.linalg.eigvalsh(a).flip(0)
+    seen = []
+    res = lanczos(lambda v: a @ v, dim=600, tol=None, vector_tol=1e-3, max_iter=200,
+                  callback=lambda m, theta: seen.append(m))
+    assert res.converged and float(res.residuals[0]) <= 1e-3 * float(res.eigenvalues[0])
+    assert seen == list(range(1, res.n_matvec + 1))
+    # One product fewer would not have met the residual test.
+    shorter = lanczos(lambda v: a @ v, dim=600, tol=0.0, max_iter=res.n_matvec - 1)
+    assert float(shorter.residuals[0]) > 1e-3 * float(shorter.eigenvalues[0])
+    # The residual bounds the eigenvalue error (and its square over the gap, more tightly).
+    assert abs(float(res.eigenvalues[0]) - float(ref[0])) <= float(res.residuals[0])
+    loose = lanczos(lambda v: a @ v, dim=600, tol=None, vector_tol=1e-2, max_iter=200)
+    assert loose.n_matvec <= res.n_matvec
 
 
 def test_eigenvalue_errors_by_hand():
