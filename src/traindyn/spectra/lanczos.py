@@ -179,9 +179,10 @@ def lanczos(
     Hessian in float32 a cold 10-step run needed no pass; along the benchmark's
     warm-started runs at tol 1e-3, 37 of 283 steps did (a warm start converges fast,
     and orthogonality is lost as Ritz values converge); far past convergence about
-    every second step does (``n_reorth``). A step cost 1.17x one
-    product at 10 steps, 1.24x at 20, 1.35x at 40 (``benchmarks/bench_spectra.py``,
-    ``lanczos_step``), against 1.19x / 1.29x / 1.37x with a measured pass every step.
+    every second step does (``n_reorth``). A step cost 1.12x one
+    product at 10 steps, 1.15x at 20, 1.42x at 40 (``benchmarks/bench_spectra.py``,
+    ``lanczos_step``, one run; an earlier run gave 1.17x / 1.24x / 1.35x, and
+    1.19x / 1.29x / 1.37x with a measured pass every step).
     If the Krylov space becomes invariant before the pairs have converged, it
     continues from a random vector orthogonal to the basis.
 
