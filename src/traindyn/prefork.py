@@ -64,6 +64,7 @@ def _warm_imports() -> None:
     import torch._dynamo  # noqa: F401  - what torch.optim would import lazily in every job
 
     from . import cli, cmd, config, data, grow, mat, models, param, scaling, spectra, train  # noqa: F401
+    from .train import callbacks, loop, trajectory  # noqa: F401  - the package imports them lazily
 
     config.schema()  # parsed once here, not in every job
     from .cmd import study as _cmd  # noqa: F401  - the study entries that config validation imports
