@@ -53,6 +53,7 @@ from spectra_workload import (
     trajectory,
     workload_specs,
 )
+from timing import interleaved_times, median_time
 from torch import nn
 from torch.func import functional_call, grad, jacrev, jvp, vjp
 
@@ -71,30 +72,6 @@ _T0 = time.perf_counter()
 
 def log(msg: str) -> None:
     print(f"[bench_spectra {time.perf_counter() - _T0:6.1f}s] {msg}", file=sys.stderr, flush=True)
-
-
-def median_time(fn, repeats: int) -> float:
-    fn()  # warm-up
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return sorted(times)[len(times) // 2]
-
-
-def interleaved_times(fns: dict, repeats: int) -> dict:
-    """Median time of each function, alternating their order each round (fair under load)."""
-    for fn in fns.values():
-        fn()  # warm-up
-    times: dict = {k: [] for k in fns}
-    keys = list(fns)
-    for r in range(repeats):
-        for k in keys if r % 2 == 0 else keys[::-1]:
-            t0 = time.perf_counter()
-            fns[k]()
-            times[k].append(time.perf_counter() - t0)
-    return {k: sorted(v)[len(v) // 2] for k, v in times.items()}
 
 
 # ----------------------------------------------------------------------------- data, models
