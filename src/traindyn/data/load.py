@@ -44,7 +44,9 @@ def read_manifest(data_dir: str | Path) -> dict[str, Any]:
 def _load_split(data_dir: Path, split: str, keys: tuple[str, ...]) -> dict[str, torch.Tensor]:
     path = data_dir / f"{split}.pt"
     try:
-        blob = torch.load(path, weights_only=True)
+        # Memory-mapped: an image job reads only the labels here (its pixels come from the
+        # standardised float32 copy), not the whole 47 MB of Fashion-MNIST's train split.
+        blob = torch.load(path, weights_only=True, mmap=True)
     except FileNotFoundError as err:
         raise DataSourceError(f"{path} is missing; {_redo(data_dir)}") from err
     except Exception as err:  # noqa: BLE001 - truncated zip, bad pickle, ...: a bad file either way
