@@ -15,10 +15,12 @@ include: "workflow/rules/figures.smk"
 include: "workflow/rules/lag.smk"
 include: "workflow/rules/mat.smk"
 include: "workflow/rules/cmd.smk"
+include: "workflow/rules/tracking.smk"
 
 
-# Every figure the pipeline knows.
+# Every figure the pipeline knows, and every job's MLflow record in the store.
 rule all:
     default_target: True
     input:
         ALL_FIGURES,
+        ALL_TRACKING,

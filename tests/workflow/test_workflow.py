@@ -150,13 +150,13 @@ def test_tiny_dag_end_to_end(tmp_path, venv_env):
     logged = sorted(a.path.split("/")[-1] for r in jobs if r.data.tags["stage"] == "figure"
                     for a in client.list_artifacts(r.info.run_id, "figures"))
     assert logged == sorted(p.name for p in (results / "figures").glob("*.png"))
-    # Training runs were recorded by their jobs and imported by the aggregation, once each.
+    # Training runs were recorded by their jobs and imported by the study's track job, once each.
     for study in ("scaling", "mat", "lag", "cmd"):
         runs_dir = results / "runs" / study
         train = [r for r in jobs if r.data.tags["stage"] == "train" and r.data.tags.get("wildcard.study") == study]
         assert len(train) == len(list(runs_dir.iterdir()))
         assert {r.data.tags["run_id"] for r in train} == {d.name for d in runs_dir.iterdir()}
-    # The cmd study's cmdfit jobs were deferred too and imported by its aggregation, once each.
+    # The cmd study's cmdfit jobs were deferred too and imported by its track job, once each.
     fits = [r.data.tags["run_id"] for r in jobs if r.data.tags["stage"] == "cmdfit"]
     assert sorted(fits) == sorted(d.name for d in (results / "runs/cmd").iterdir())
     # A second invocation finds nothing to do.

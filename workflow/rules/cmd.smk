@@ -98,6 +98,10 @@ rule aggregate_cmd:
         "traindyn aggregate --config {input.config} --study cmd > {log} 2>&1"
 
 
+# Their MLflow records (workflow/rules/tracking.smk).
+TRACKED["cmd"] = expand(rules.fit_cmd.output.fit, run=CMD_RUNS)
+
+
 CMD_FIGURES = [
     "cmd_corr",
     "cmd_error",

@@ -69,6 +69,11 @@ def log_of(stage, name):
     return f"results/logs/{stage}/{name}.log"
 
 
+# study -> the outputs whose jobs write deferred MLflow records (each study file adds its
+# own); workflow/rules/tracking.smk imports them, one job per study.
+TRACKED = {}
+
+
 # What onstart hands to onsuccess / onerror: the prefork server and the parent MLflow run.
 INVOCATION = {}
 

@@ -78,6 +78,10 @@ rule aggregate_lag:
         "traindyn aggregate --config {input.config} --study lag > {log} 2>&1"
 
 
+# Their MLflow records (workflow/rules/tracking.smk).
+TRACKED["lag"] = expand(rules.train_lag.output.final, run=LAG_RUNS)
+
+
 LAG_FIGURES = [
     "lag_curves",
     "lag_init_vs_final",

@@ -69,6 +69,10 @@ rule aggregate_mat:
         "traindyn aggregate --config {input.config} --study mat > {log} 2>&1"
 
 
+# Their MLflow records (workflow/rules/tracking.smk).
+TRACKED["mat"] = expand(rules.train_mat.output.final, run=MAT_RUNS)
+
+
 MAT_HEAD_FIGURES = [
     f"mat_heads_{m}" for m, mc in config["mat"]["models"].items() if mc["enabled"]
 ] + [

@@ -59,6 +59,10 @@ rule aggregate_scaling:
         "traindyn aggregate --config {input.config} --study scaling > {log} 2>&1"
 
 
+# Their MLflow records (workflow/rules/tracking.smk).
+TRACKED["scaling"] = expand(rules.train_scaling.output.final, run=SCALING_RUNS)
+
+
 # Activation size and its change after a few steps across widths (mup-style check).
 rule coordcheck_scaling:
     input:

@@ -1,4 +1,4 @@
-"""`traindyn aggregate`: a study's runs -> tidy tables and summary.json; imports deferred tracking."""
+"""`traindyn aggregate`: a study's runs -> tidy tables and summary.json."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from pathlib import Path
 from ..config import Config
 
 NAME = "aggregate"
-HELP = "aggregate a study's finished runs into results/analysis/STUDY/ and import their tracking"
+HELP = "aggregate a study's finished runs into results/analysis/STUDY/ (their MLflow records: `traindyn track`)"
 EPILOG = """examples:
   traindyn aggregate --study scaling
 """
@@ -27,7 +27,7 @@ def run(args: argparse.Namespace, cfg: Config) -> int:
     """Aggregate every run of the study that the config lists."""
     from ..runfiles import check_runs
     from ..studies import aggregate, study_runs
-    from ..track import import_records, job_run
+    from ..track import job_run
 
     runs_dir = Path(args.runs_dir or f"results/runs/{args.study}")
     out = Path(args.out or f"results/analysis/{args.study}")
@@ -35,10 +35,9 @@ def run(args: argparse.Namespace, cfg: Config) -> int:
     # Every run finished and readable, or one message naming each bad file (nothing written).
     check_runs(run_dirs, args.study)
     with job_run(cfg.tracking, NAME, args.study, {"study": args.study}, cfg.hash) as job:
-        imported = import_records(cfg.tracking, [d / "tracking.json" for d in run_dirs])
         summary = aggregate(args.study, run_dirs, out, cfg.raw)
-        job.log_metrics({"runs": len(run_dirs), "tracking_records_imported": imported})
+        job.log_metrics({"runs": len(run_dirs)})
         job.log_artifact(out / "summary.json")
-    print(f"{args.study}: {len(run_dirs)} runs, {imported} tracking records imported -> {out}")
+    print(f"{args.study}: {len(run_dirs)} runs -> {out}")
     print({k: v for k, v in summary.items() if not isinstance(v, dict)})
     return 0

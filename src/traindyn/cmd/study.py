@@ -38,14 +38,11 @@ def callbacks(spec: RunSpec) -> list:
 def aggregate(run_dirs: list[Path], out_dir: Path, cfg: dict[str, Any]) -> dict[str, Any]:
     """Per-run CMD fits (``cmdfit.json`` and tables) -> study tables and summary.json.
 
-    Also imports the deferred tracking records of the ``cmdfit`` jobs (``RUN/cmdfit/``); the
-    aggregate stage imports those of the training jobs.
+    The ``cmdfit`` jobs' deferred tracking records (``RUN/cmdfit/``) are imported with the
+    training jobs' by the study's ``track`` job (``traindyn.track.study_records``).
     """
-    from ..config import Config
-    from ..track import import_records
     from .analysis import aggregate_cmd
 
-    import_records(Config.from_dict(cfg).tracking, [Path(d) / "cmdfit" / "tracking.json" for d in run_dirs])
     return aggregate_cmd(run_dirs, out_dir, cfg["cmd"])
 
 

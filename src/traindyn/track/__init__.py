@@ -9,7 +9,7 @@ from .mlflow_store import (
     job_run,
     start_invocation,
 )
-from .records import import_records
+from .records import import_records, study_records
 
 __all__ = [
     "PARENT_ENV",
@@ -20,4 +20,5 @@ __all__ = [
     "init_store",
     "job_run",
     "start_invocation",
+    "study_records",
 ]

@@ -121,24 +121,21 @@ def _flatten(prefix: str, value: Any, out: dict[str, str]) -> None:
         out[prefix] = json.dumps(value) if isinstance(value, list | tuple) else str(value)
 
 
+# MLflow's log_batch limits: 1000 entities in all, of which at most 100 params (and 100 tags).
+_BATCH, _BATCH_PARAMS = 1000, 100
+
+
 class JobRun:
     """A job's MLflow run: params, metrics, tags and artifacts go through here."""
 
-    def __init__(self, client, run_id: str | None):
+    def __init__(self, client, run_id: str | None, artifact_uri: str | None = None):
         self._client = client
         self.run_id = run_id
+        self._artifact_uri = artifact_uri  # the run's, when the caller has it (saves a lookup)
 
     def log_params(self, params: dict[str, Any]) -> None:
         """Log (nested) params, flattened to dotted keys."""
-        if self.run_id is None:
-            return
-        from mlflow.entities import Param
-
-        flat: dict[str, str] = {}
-        _flatten("", params, flat)
-        items = [Param(k, v[:6000]) for k, v in flat.items()]
-        for i in range(0, len(items), 100):
-            _retry(self._client.log_batch, self.run_id, params=items[i : i + 100])
+        self.log_batch(params=params)
 
     def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
         """Log scalar metrics at ``step`` (non-finite values are skipped: they are not data)."""
@@ -150,15 +147,28 @@ class JobRun:
         A row may carry a fourth item, its timestamp in ms (deferred records keep the time
         they were measured); otherwise now. Non-finite values are skipped.
         """
+        self.log_batch(rows=rows)
+
+    def log_batch(self, params: dict[str, Any] | None = None, rows: list[tuple] | None = None) -> None:
+        """Log (nested) params and ``(key, value, step[, timestamp])`` metric rows together.
+
+        As few ``log_batch`` calls as MLflow's limits allow: one for a typical run's 26 params
+        and ~500 metric rows, where a call per kind cost one more transaction per run.
+        """
         if self.run_id is None:
             return
-        from mlflow.entities import Metric
+        from mlflow.entities import Metric, Param
 
+        flat: dict[str, str] = {}
+        _flatten("", params or {}, flat)
+        param_items = [Param(k, v[:6000]) for k, v in flat.items()]
         now = int(time.time() * 1000)
-        items = [Metric(r[0], float(r[1]), int(r[3]) if len(r) > 3 else now, int(r[2])) for r in rows
-                 if r[1] is not None and math.isfinite(float(r[1]))]  # fmt: skip
-        for i in range(0, len(items), 1000):
-            _retry(self._client.log_batch, self.run_id, metrics=items[i : i + 1000])
+        metric_items = [Metric(r[0], float(r[1]), int(r[3]) if len(r) > 3 else now, int(r[2]))
+                        for r in rows or () if r[1] is not None and math.isfinite(float(r[1]))]  # fmt: skip
+        while param_items or metric_items:
+            p, param_items = param_items[:_BATCH_PARAMS], param_items[_BATCH_PARAMS:]
+            m, metric_items = metric_items[: _BATCH - len(p)], metric_items[_BATCH - len(p) :]
+            _retry(self._client.log_batch, self.run_id, metrics=m, params=p)
 
     def set_tags(self, tags: dict[str, Any]) -> None:
         """Set string tags on the run."""
@@ -173,10 +183,17 @@ class JobRun:
         if self.run_id is None:
             return
         path = Path(path)
+        if not (path.is_dir() or path.is_file()):
+            return
+        if self._artifact_uri is None:  # MlflowClient.log_artifact would look it up on every call
+            self._artifact_uri = _retry(self._client.get_run, self.run_id).info.artifact_uri
+        from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
+
+        repo = get_artifact_repository(self._artifact_uri)
         if path.is_dir():
-            _retry(self._client.log_artifacts, self.run_id, str(path), artifact_path)
-        elif path.is_file():
-            _retry(self._client.log_artifact, self.run_id, str(path), artifact_path)
+            repo.log_artifacts(str(path), artifact_path)
+        else:
+            repo.log_artifact(str(path), artifact_path)
 
 
 @contextmanager
@@ -226,7 +243,7 @@ def job_run(cfg: TrackingConfig, stage: str, name: str, tags: dict[str, Any],
     client = _client(cfg.uri)
     exp = _experiment_id(client, cfg)
     run = _retry(client.create_run, exp, run_name=f"{stage}:{name}", tags=all_tags)
-    job = JobRun(client, run.info.run_id)
+    job = JobRun(client, run.info.run_id, run.info.artifact_uri)
     try:
         yield job
     except BaseException:

@@ -2,8 +2,8 @@
 
 Short jobs (a training run of a few seconds) would spend more time importing MLflow and
 opening its store than training. Such stages (``tracking.defer``) record exactly what
-they would have logged, with its timestamps, and the study's aggregation imports the
-records in one process. Importing is idempotent: a record already in the store is skipped.
+they would have logged, with its timestamps, and the study's ``track`` job imports the
+records in one process, beside the study's aggregation and figures. Importing is idempotent: a record already in the store is skipped.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from typing import Any
 
 from ..config import TrackingConfig
 
-__all__ = ["RECORD", "JobRecord", "import_records"]
+__all__ = ["RECORD", "JobRecord", "import_records", "study_records"]
 
 RECORD = "tracking.json"
 
@@ -73,6 +73,18 @@ class JobRecord:
         os.replace(tmp, self.path)
 
 
+def study_records(run_dirs: Iterable[str | Path]) -> list[Path]:
+    """The records of a study's runs that exist.
+
+    ``RUN/tracking.json`` (the training job's) and those of the run's later stages in its
+    subfolders (``RUN/cmdfit/tracking.json``).
+    """
+    out = []
+    for d in map(Path, run_dirs):
+        out += [p for p in (d / RECORD, *sorted(d.glob(f"*/{RECORD}"))) if p.is_file()]
+    return out
+
+
 def import_records(cfg: TrackingConfig, paths: Iterable[str | Path]) -> int:
     """Import deferred records into the MLflow store; return how many were new.
 
@@ -102,9 +114,8 @@ def import_records(cfg: TrackingConfig, paths: Iterable[str | Path]) -> int:
         tags = {**rec["tags"], "traindyn.record_id": rec["record_id"]}
         run = _retry(client.create_run, exp, start_time=rec["start_time"], tags=tags,
                      run_name=rec["run_name"])  # fmt: skip
-        job = JobRun(client, run.info.run_id)
-        job.log_params(rec["params"])
-        job.log_metric_rows(rec["metrics"])  # rows (key, value, step, timestamp)
+        job = JobRun(client, run.info.run_id, run.info.artifact_uri)
+        job.log_batch(params=rec["params"], rows=rec["metrics"])  # rows (key, value, step, timestamp)
         for path, artifact_path in rec["artifacts"]:
             job.log_artifact(path, artifact_path)
         _retry(client.set_terminated, run.info.run_id, rec["status"], end_time=rec["end_time"])
