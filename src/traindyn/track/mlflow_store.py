@@ -189,7 +189,8 @@ class JobRun:
             self._artifact_uri = _retry(self._client.get_run, self.run_id).info.artifact_uri
         from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
 
-        repo = get_artifact_repository(self._artifact_uri)
+        # The client's tracking URI resolves a server's proxied `mlflow-artifacts:` locations.
+        repo = get_artifact_repository(self._artifact_uri, tracking_uri=self._client.tracking_uri)
         if path.is_dir():
             repo.log_artifacts(str(path), artifact_path)
         else:
