@@ -26,6 +26,23 @@ def subcommands() -> list:
     return [data, train, spectra, cmdfit, aggregate, track, coordcheck, figure]
 
 
+def add_study_arguments(parser: argparse.ArgumentParser, out_help: str) -> None:
+    """``--study``, ``--runs-dir`` and ``--out``: the options of a stage over a study's runs."""
+    from ..studies import STUDIES
+
+    parser.add_argument("--study", required=True, choices=list(STUDIES))
+    parser.add_argument("--runs-dir", help="folder of the study's runs (default results/runs/STUDY)")
+    parser.add_argument("--out", help=out_help)
+
+
+def study_run_dirs(args: argparse.Namespace, cfg: Config) -> list[Path]:
+    """The folder of every run of ``args.study`` that the config lists (``--runs-dir``)."""
+    from ..studies import study_runs
+
+    runs_dir = Path(args.runs_dir or f"results/runs/{args.study}")
+    return [runs_dir / r for r in study_runs(cfg.raw, args.study)]
+
+
 def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", action="append", default=None, metavar="FILE",
                         help="config file; repeat to overlay (default: config.yaml if present)")  # fmt: skip

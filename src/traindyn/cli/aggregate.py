@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 
 from ..config import Config
+from . import add_study_arguments, study_run_dirs
 
 NAME = "aggregate"
 HELP = "aggregate a study's finished runs into results/analysis/STUDY/ (their MLflow records: `traindyn track`)"
@@ -16,22 +17,17 @@ EPILOG = """examples:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Add this stage's options."""
-    from ..studies import STUDIES
-
-    parser.add_argument("--study", required=True, choices=list(STUDIES))
-    parser.add_argument("--runs-dir", help="folder of the study's runs (default results/runs/STUDY)")
-    parser.add_argument("--out", help="output folder (default results/analysis/STUDY)")
+    add_study_arguments(parser, "output folder (default results/analysis/STUDY)")
 
 
 def run(args: argparse.Namespace, cfg: Config) -> int:
     """Aggregate every run of the study that the config lists."""
     from ..runfiles import check_runs
-    from ..studies import aggregate, study_runs
+    from ..studies import aggregate
     from ..track import job_run
 
-    runs_dir = Path(args.runs_dir or f"results/runs/{args.study}")
     out = Path(args.out or f"results/analysis/{args.study}")
-    run_dirs = [runs_dir / r for r in study_runs(cfg.raw, args.study)]
+    run_dirs = study_run_dirs(args, cfg)
     # Every run finished and readable, or one message naming each bad file (nothing written).
     check_runs(run_dirs, args.study)
     with job_run(cfg.tracking, NAME, args.study, {"study": args.study}, cfg.hash) as job:

@@ -8,6 +8,7 @@ import os
 from pathlib import Path
 
 from ..config import Config
+from . import add_study_arguments, study_run_dirs
 
 NAME = "track"
 HELP = "import the deferred MLflow records (tracking.json) of a study's finished runs"
@@ -23,21 +24,15 @@ a record already in the store is skipped, so it may run again at any time.
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Add this stage's options."""
-    from ..studies import STUDIES
-
-    parser.add_argument("--study", required=True, choices=list(STUDIES))
-    parser.add_argument("--runs-dir", help="folder of the study's runs (default results/runs/STUDY)")
-    parser.add_argument("--out", help="where to write what was imported (default results/tracking/STUDY.json)")
+    add_study_arguments(parser, "where to write what was imported (default results/tracking/STUDY.json)")
 
 
 def run(args: argparse.Namespace, cfg: Config) -> int:
     """Import the records of every run of the study that the config lists."""
-    from ..studies import study_runs
     from ..track import import_records, job_run, study_records
 
-    runs_dir = Path(args.runs_dir or f"results/runs/{args.study}")
     out = Path(args.out or f"results/tracking/{args.study}.json")
-    records = study_records([runs_dir / r for r in study_runs(cfg.raw, args.study)])
+    records = study_records(study_run_dirs(args, cfg))
     with job_run(cfg.tracking, NAME, args.study, {"study": args.study}, cfg.hash) as job:
         imported = import_records(cfg.tracking, records)
         job.log_metrics({"records": len(records), "records_imported": imported})

@@ -3,7 +3,8 @@
 Short jobs (a training run of a few seconds) would spend more time importing MLflow and
 opening its store than training. Such stages (``tracking.defer``) record exactly what
 they would have logged, with its timestamps, and the study's ``track`` job imports the
-records in one process, beside the study's aggregation and figures. Importing is idempotent: a record already in the store is skipped.
+records in one process, beside the study's aggregation and figures. Importing is
+idempotent: a record already in the store is skipped.
 """
 
 from __future__ import annotations
