@@ -64,8 +64,9 @@ bench: $(STAMP) data-packages
 	$(BIN)/python benchmarks/bench_cmd.py > results/benchmarks/cmd.json
 	$(BIN)/python benchmarks/bench_mat.py > results/benchmarks/mat.json
 	$(BIN)/python benchmarks/bench_attention.py > results/benchmarks/attention.json
+	$(BIN)/python benchmarks/bench_tracking.py > results/benchmarks/tracking.json
 	cat results/benchmarks/train.json results/benchmarks/spectra.json results/benchmarks/cmd.json \
-	  results/benchmarks/mat.json results/benchmarks/attention.json
+	  results/benchmarks/mat.json results/benchmarks/attention.json results/benchmarks/tracking.json
 
 clean-results:
 	rm -rf results

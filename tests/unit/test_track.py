@@ -114,3 +114,17 @@ def test_track_stage_imports_every_record_of_a_study_once(tmp_path, monkeypatch)
     assert json.loads((tmp_path / "tracked.json").read_text()) == {
         "study": "scaling", "records": 3, "imported": 0, "uri": uri}  # fmt: skip
     assert len(client.search_runs([exp.experiment_id], "tags.`traindyn.record_id` != ''")) == 3
+
+
+def test_tracking_benchmark_fills_both_stores_alike():
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    out = subprocess.run([sys.executable, "bench_tracking.py", "--records", "3", "--repeats", "1"],
+                         cwd=root / "benchmarks", capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert out.returncode == 0, out.stderr[-3000:]
+    result = json.loads(out.stdout)
+    assert result["same_store_contents"] is True
+    assert all(t > 0 for t in result["seconds_per_record"].values())
