@@ -7,6 +7,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
+import scipy.linalg
 import torch
 
 from traindyn.spectra.flat import LinearOperator
@@ -69,7 +70,8 @@ class LanczosResult:
 
     Attributes:
         eigenvalues: Shape ``(k,)``, float64, algebraically largest first.
-        eigenvectors: Shape ``(k, dim)``, float64, unit rows (Ritz vectors).
+        eigenvectors: Shape ``(k, dim)``, unit rows (Ritz vectors), in the basis dtype
+            (the operator's: float32 for a float32 model).
         residuals: Shape ``(k,)``, ``|beta_m * s_{m,i}|`` = ``||A y_i - theta_i y_i||``.
         n_matvec: Matrix-vector products taken.
         converged: Whether every pair met the stopping rule (see ``lanczos``).
@@ -77,7 +79,7 @@ class LanczosResult:
             that the stopping rule compared with ``tol * |theta_i| + atol``.
         next_eigenvalue: The (k+1)-th Ritz value (the guard pair), or None when the
             basis was too small to have one.
-        next_eigenvector: Its Ritz vector, shape ``(dim,)``, float64 (a warm start for
+        next_eigenvector: Its Ritz vector, shape ``(dim,)``, in the basis dtype (a warm start for
             the next measurement when two top eigenvalues may swap), or None.
         n_reorth: Steps that orthogonalised against the whole basis (the others cost
             the product and O(dim) vector work only).
@@ -115,20 +117,43 @@ def eigenvalue_errors(theta: torch.Tensor, residuals: torch.Tensor, k: int) -> t
     Returns:
         Shape ``(k,)``: the error bound of each wanted Ritz value.
     """
+    errors = _eigenvalue_errors(theta.detach().cpu().double().numpy(),
+                                residuals.detach().cpu().double().numpy(), k)
+    return torch.from_numpy(errors).to(device=residuals.device)
+
+
+def _eigenvalue_errors(theta: np.ndarray, residuals: np.ndarray, k: int) -> np.ndarray:
+    """``eigenvalue_errors`` on float64 arrays (the loop's bookkeeping stays in NumPy)."""
     n = theta.shape[0]
-    errors = residuals[:k].clone()
+    errors = residuals[:k].copy()
     for i in range(k):
         gaps = []
         if i + 1 < n:
-            gaps.append(float(theta[i] - theta[i + 1] - residuals[i + 1]))
+            gaps.append(theta[i] - theta[i + 1] - residuals[i + 1])
         if i > 0:
-            gaps.append(float(theta[i - 1] - residuals[i - 1] - theta[i]))
+            gaps.append(theta[i - 1] - residuals[i - 1] - theta[i])
         if not gaps:  # no neighbour yet: nothing tells how close the next eigenvalue is
             continue
-        gap, r = min(gaps), float(residuals[i])
+        gap, r = min(gaps), residuals[i]
         if gap > r:
             errors[i] = r * r / gap
     return errors
+
+
+def _tridiagonal_eigh(alphas: list[float], betas: list[float]) -> tuple[np.ndarray, np.ndarray]:
+    """Eigenpairs of the symmetric tridiagonal T (diagonal ``alphas``, off-diagonal ``betas``).
+
+    Dense LAPACK for small T (25 us at 10 x 10), MRRR on the tridiagonal beyond (0.18 ms
+    against 0.28 at 40, 2.4 ms against 7.3 at 250); torch.linalg.eigh took 0.16 ms at 10.
+    """
+    a = np.asarray(alphas)
+    if a.shape[0] <= 32:
+        t = np.diag(a)
+        if a.shape[0] > 1:
+            off = np.asarray(betas)
+            t += np.diag(off, 1) + np.diag(off, -1)
+        return np.linalg.eigh(t)
+    return scipy.linalg.eigh_tridiagonal(a, np.asarray(betas))
 
 
 def lanczos(
@@ -345,29 +370,26 @@ def lanczos(
                 new[: j + 1] = unit * max(1.0, scale / beta)
             omega_prev, omega = omega, new
 
-        t = torch.diag(torch.tensor(alphas, dtype=torch.float64))
-        if j > 0:
-            off = torch.tensor(betas, dtype=torch.float64)
-            t += torch.diag(off, 1) + torch.diag(off, -1)
-        evals, evecs = torch.linalg.eigh(t)  # ascending
+        # The Ritz pairs of T, in NumPy: a few small arrays a step, where torch's
+        # per-operation dispatch cost more than the arithmetic.
         n_top = min(k + 2, j + 1)  # the wanted pairs, the guard pair and its neighbour
-        theta = evals.flip(0)[:n_top]
-        s_top = evecs.flip(1)[:, :n_top]  # (j+1, n_top)
-        residuals = (beta * s_top[-1]).abs()
+        evals, evecs = _tridiagonal_eigh(alphas, betas)  # ascending
+        theta, s_top = evals[::-1][:n_top], evecs[:, ::-1][:, :n_top]  # s_top: (j+1, n_top)
+        residuals = np.abs(beta * s_top[-1])
         if callback is not None:
-            callback(j + 1, theta[:k].clone())
+            callback(j + 1, torch.from_numpy(theta[:k].copy()))
         if j + 1 >= k:
             n_check = min(k + 1, n_top)
-            errors = eigenvalue_errors(theta, residuals, n_check)  # (n_check,)
+            errors = _eigenvalue_errors(theta, residuals, n_check)  # (n_check,)
             # Until the guard pair exists (a basis of k vectors) nothing has converged.
             ok = n_check == k + 1 or j + 1 == dim
             if tol is not None:
-                bound = tol * theta[:n_check].abs() + atol
+                bound = tol * np.abs(theta[:n_check]) + atol
                 bound[k:] *= GUARD_FACTOR
                 ok = ok and bool((errors <= bound).all())
             errors = errors[:k]
             if vector_tol is not None:
-                ok = ok and bool((residuals[:k] <= vector_tol * theta[:k].abs() + atol).all())
+                ok = ok and bool((residuals[:k] <= vector_tol * np.abs(theta[:k]) + atol).all())
             if ok:
                 converged = True
                 break
@@ -388,17 +410,23 @@ def lanczos(
 
     m = len(alphas)
     theta, s_top = theta[: k + 1], s_top[:, : k + 1]
-    # One (k+1, m) x (m, dim) product in the basis dtype, then float64 rows.
-    vectors = (s_top.T.to(device=device, dtype=dtype) @ basis[:m]).to(torch.float64)
-    vectors = vectors / torch.linalg.vector_norm(vectors, dim=1, keepdim=True)
+    # One (k+1, m) x (m, dim) product in the basis dtype, which reads the basis once;
+    # the rows stay in that dtype (a float64 copy of float32 vectors carries no accuracy).
+    coefficients = torch.from_numpy(s_top.T.copy()).to(device=device, dtype=dtype)
+    vectors = coefficients @ basis[:m]
+    vectors /= vectors.square().sum(dim=1, keepdim=True).sqrt()
     has_next = theta.shape[0] > k
+
+    def as_tensor(a: np.ndarray) -> torch.Tensor:
+        return torch.from_numpy(a.copy()).to(device)
+
     return LanczosResult(
-        eigenvalues=theta[:k].to(device),
+        eigenvalues=as_tensor(theta[:k]),
         eigenvectors=vectors[:k],
-        residuals=residuals[:k].to(device),
+        residuals=as_tensor(residuals[:k]),
         n_matvec=m,
         converged=converged,
-        errors=errors.to(device) if errors is not None else None,
+        errors=as_tensor(errors) if errors is not None else None,
         next_eigenvalue=float(theta[k]) if has_next else None,
         next_eigenvector=vectors[k] if has_next else None,
         n_reorth=n_reorth,
