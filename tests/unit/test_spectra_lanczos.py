@@ -188,6 +188,11 @@ def test_float32_operator_gets_float32_basis_rows_and_k_equal_dim_converges():
     assert set(seen) == {torch.float32} and res.converged and res.next_eigenvalue is None
     torch.testing.assert_close(res.eigenvalues, torch.tensor([3.0, 2.0, 1.0, 0.5], dtype=torch.float64),
                                rtol=1e-5, atol=1e-6)
+    # Ritz vectors stay in the basis dtype, unit rows, eigenvectors of a to float32 accuracy.
+    y = res.eigenvectors
+    assert y.dtype == torch.float32 and y.shape == (4, 4)
+    torch.testing.assert_close(y.double().norm(dim=1), torch.ones(4, dtype=torch.float64), rtol=0, atol=1e-6)
+    torch.testing.assert_close(y @ a, res.eigenvalues.float()[:, None] * y, rtol=0, atol=1e-5)
 
 
 def test_partial_reorthogonalization_in_float32_keeps_the_basis_semi_orthogonal():

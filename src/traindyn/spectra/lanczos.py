@@ -204,10 +204,15 @@ def lanczos(
     Hessian in float32 a cold 10-step run needed no pass; along the benchmark's
     warm-started runs at tol 1e-3, 37 of 283 steps did (a warm start converges fast,
     and orthogonality is lost as Ritz values converge); far past convergence about
-    every second step does (``n_reorth``). A step cost 1.12x one
-    product at 10 steps, 1.15x at 20, 1.42x at 40 (``benchmarks/bench_spectra.py``,
-    ``lanczos_step``, one run; an earlier run gave 1.17x / 1.24x / 1.35x, and
-    1.19x / 1.29x / 1.37x with a measured pass every step).
+    every second step does (``n_reorth``). A step cost 1.12x / 1.15x / 1.42x one
+    product at 10 / 20 / 40 steps (``benchmarks/bench_spectra.py``, ``lanczos_step``),
+    and 1.19x / 1.20x / 1.39x in a later run on a slower day; the ratio moves by about
+    0.07 from run to run. The work around the product alone, timed with a diagonal
+    operator of the same size: 2.3 ms a step at 10 steps, 5.6 ms at 40 (the pass over
+    the basis is most of the difference). Selective orthogonalization (against
+    converged Ritz vectors only) was tried instead of the pass: the Hessian's spectrum
+    has outliers at both ends, 10-13 Ritz vectors converged within 40 steps, and a
+    prototype orthogonalizing against each of them every step was no faster.
     If the Krylov space becomes invariant before the pairs have converged, it
     continues from a random vector orthogonal to the basis.
 
