@@ -149,12 +149,10 @@ def _eigenvalue_errors(theta: np.ndarray, residuals: np.ndarray, k: int) -> np.n
 
 
 def _bounds(theta: np.ndarray, tol: float, atol: float, k: int) -> np.ndarray:
-    """Accuracy each of the top Ritz values must reach (``theta`` descending).
-
-    ``tol * |theta| + atol`` for the k wanted ones; for the guard pair (index k, when
-    present) ``GUARD_FACTOR`` times that, or ``GAP_FRACTION`` of its Ritz gap to the last
-    wanted value when that is tighter, but never tighter than the wanted accuracy.
-    """
+    """Accuracy each of the top Ritz values must reach: ``tol * |theta| + atol`` for the k
+    wanted ones; for the guard pair (index k, when present) ``GUARD_FACTOR`` times that,
+    or ``GAP_FRACTION`` of its Ritz gap to the last wanted value when that is tighter, but
+    never tighter than the wanted accuracy."""
     bound = tol * np.abs(theta) + atol
     if theta.shape[0] > k:
         own = bound[k]
