@@ -1,11 +1,10 @@
 """Lanczos against dense eigendecompositions."""
 
-import numpy as np
 import pytest
 import torch
 
 from traindyn.spectra import LinearOperator, lanczos
-from traindyn.spectra.lanczos import _bounds, eigenvalue_errors
+from traindyn.spectra.lanczos import eigenvalue_errors
 
 torch.set_num_threads(1)
 
@@ -259,29 +258,3 @@ def test_norm_is_accurate_in_float32_at_a_million_entries():
     x = torch.randn(1_000_000, generator=torch.Generator().manual_seed(0))
     ref = float(x.double().norm())
     assert abs(float(_norm(x)) / ref - 1) < 1e-7
-
-
-def test_guard_bound_by_hand():
-    # Wanted pair at 1e-3 relative; the guard at 20x that, or a quarter of its gap when
-    # tighter, but never tighter than the wanted accuracy.
-    tol, k = 1e-3, 1
-    wide = _bounds(np.array([1.0, 0.5]), tol, 0.0, k)
-    np.testing.assert_allclose(wide, [1e-3, 20 * 0.5e-3])  # quarter gap 0.125: 20x is tighter
-    close = _bounds(np.array([1.0, 0.99]), tol, 0.0, k)
-    np.testing.assert_allclose(close, [1e-3, 0.25 * 0.01])  # the gap decides
-    degenerate = _bounds(np.array([1.0, 1.0 - 1e-9]), tol, 0.0, k)
-    np.testing.assert_allclose(degenerate, [1e-3, (1.0 - 1e-9) * 1e-3])  # floored at the wanted accuracy
-    np.testing.assert_allclose(_bounds(np.array([2.0]), tol, 0.5, k), [0.502])  # no guard pair yet
-
-
-def test_near_degenerate_top_pair_converges_before_max_iter():
-    # A top pair 1e-9 apart: no accuracy resolves the gap, and none is needed; the guard's
-    # floor lets the run stop with the top value right.
-    gen = torch.Generator().manual_seed(3)
-    d = torch.cat([torch.tensor([1.0, 1.0 - 1e-9, 0.7], dtype=torch.float64),
-                   0.5 * torch.rand(297, generator=gen, dtype=torch.float64)])  # fmt: skip
-    q, _ = torch.linalg.qr(torch.randn(300, 300, generator=gen, dtype=torch.float64))
-    a = q @ torch.diag(d) @ q.T
-    res = lanczos(lambda v: a @ v, dim=300, tol=1e-6, max_iter=150)
-    assert res.converged and res.n_matvec < 150
-    assert abs(float(res.eigenvalues[0]) - 1.0) <= 1e-6
