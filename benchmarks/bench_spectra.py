@@ -44,6 +44,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from spectra_workload import (
+    CALLBACK_WARM,
     TARGET,
     _load,
     compare_on_trajectory,
@@ -276,7 +277,7 @@ def summarise(trajectories: list[dict]) -> dict:
     ours_setting = best_single_setting(trajectories, key="ours_residual_settings")
     if ours_setting is not None:
         total["best single-setting ours (ARPACK's residual stop)"] = ours_setting
-    ours = total.get("ours (warm=top)")  # the spectra callback's warm start
+    ours = total.get(f"ours (warm={CALLBACK_WARM})")  # the spectra callback's warm start
     claims = {}
     if ours:
         ar = total.get("best-tuned arpack (curvlinops)", {})
@@ -526,7 +527,7 @@ def main() -> None:
         log(f"best single arpack setting on curvlinops: {setting['setting']}")
         timed = time_setting_on_curvlinops([specs[n] for n in names], data_dir, setting["setting"], n_states)
         summary["totals"]["best single-setting arpack (curvlinops)"] = timed
-        ours = summary["totals"]["ours (warm=top)"]
+        ours = summary["totals"][f"ours (warm={CALLBACK_WARM})"]
         summary["claims"]["time: best single-setting arpack (curvlinops) / ours"] = timed["seconds"] / ours["seconds"]
         alike = summary["totals"].get("best single-setting ours (ARPACK's residual stop)")
         if alike is not None:

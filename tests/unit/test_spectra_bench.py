@@ -47,11 +47,11 @@ def test_methods_meet_the_target_against_the_dense_hessian():
     dense = torch.autograd.functional.hessian(loss_of, flat)
     model.float()
     assert refs[2][0] == pytest.approx(float(torch.linalg.eigvalsh(dense)[-1]), rel=1e-9)
-    ours = W.run_ours(model, loss_fn, batch, states, refs, "top")
+    ours = W.run_ours(model, loss_fn, batch, states, refs, W.CALLBACK_WARM)
     assert ours["all_within_target"] and ours["products"] == sum(ours["per_state_products"])
     arpack = W.run_arpack(model, loss_fn, "xent", batch, states, refs, ncv=5, backend="traindyn", warm=False)
     assert arpack["all_within_target"] and arpack["tol"] in W.ARPACK_TOLS
-    ratios = W._ratios({"ours (warm=top)": ours, "arpack eigsh (traindyn-operator, ncv=5, cold)": arpack})
+    ratios = W._ratios({f"ours (warm={W.CALLBACK_WARM})": ours, "arpack eigsh (traindyn-operator, ncv=5, cold)": arpack})
     assert ratios["arpack_traindyn_operator_products_over_ours"] == arpack["products"] / ours["products"]
 
 

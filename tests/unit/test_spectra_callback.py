@@ -72,8 +72,9 @@ def test_schedule_rows_and_units():
     gn = {r["rank"]: r["eigenvalue"] for r in rows if r["step"] == 4 and r["measure"] == "gn"}
     assert gn[0] >= gn[1] > 0
     sd = cb.state_dict()
-    assert sd["eigenvectors"]["hessian"].shape == (2, sum(p.numel() for p in state.model.parameters()))
-    assert sd["eigenvectors"]["ntk"].shape == (2, 8)
+    # the top k = 2 Ritz vectors and the guard pair's: the next measurement's start
+    assert sd["eigenvectors"]["hessian"].shape == (3, sum(p.numel() for p in state.model.parameters()))
+    assert sd["eigenvectors"]["ntk"].shape == (3, 8)
 
 
 def test_schedule_lr_source():
@@ -143,3 +144,31 @@ def test_invalid_arguments_listed_together():
         SpectraCallback(every=0, measures=["sharpness"], k=0)
     with pytest.raises(ValueError, match="n_ntk=99 exceeds"):
         SpectraCallback(every=1, measures=["ntk"], n_ntk=99).on_train_start(make_state())
+
+
+def test_warm_start_keeps_the_top_after_the_top_two_eigenvalues_swap():
+    # The callback's start after a swap between two measurements: the old top vector is now
+    # the second eigenvector (3.5% below the first, as at step 350 of sp-w512-d2-lr0.08-s2).
+    from traindyn.spectra import lanczos
+    from traindyn.spectra.callback import warm_start
+
+    gen = torch.Generator().manual_seed(0)
+    n = 400
+    q, _ = torch.linalg.qr(torch.randn(n, n, generator=gen, dtype=torch.float64))
+    bulk = 0.5 * torch.rand(n - 4, generator=gen, dtype=torch.float64)
+    before = torch.cat([torch.tensor([1.0, 0.965, 0.8, 0.7], dtype=torch.float64), bulk])
+    after = torch.cat([torch.tensor([0.965, 1.0, 0.8, 0.7], dtype=torch.float64), bulk])
+    a1, a2 = (q @ torch.diag(d) @ q.T for d in (before, after))
+    first = lanczos(lambda v: a1 @ v, dim=n, tol=1e-9, max_iter=150)  # an accurate top vector
+    assert first.next_eigenvector is not None
+    kept = torch.cat([first.eigenvectors, first.next_eigenvector[None]])
+    v0 = warm_start(kept)
+    torch.testing.assert_close(v0, kept.sum(0))
+    # The new top eigenvector (the old second) is half the start; the old top vector alone
+    # holds almost none of it, and only the guard pair's convergence stands between such a
+    # start and the second eigenvalue.
+    new_top = q[:, 1]
+    assert abs(float(v0 @ new_top)) / float(v0.norm()) > 0.6
+    assert abs(float(first.eigenvectors[0] @ new_top)) < 1e-3
+    res = lanczos(lambda v: a2 @ v, dim=n, v0=v0, tol=1e-3, max_iter=100)
+    assert abs(float(res.eigenvalues[0]) - 1.0) <= 1e-3

@@ -18,9 +18,27 @@ from traindyn.spectra.operators import (
 )
 from traindyn.train.callbacks import Callback, TrainState
 
-__all__ = ["MEASURES", "SpectraCallback"]
+__all__ = ["MEASURES", "SpectraCallback", "warm_start"]
 
 MEASURES = ("hessian", "gn", "ntk", "preconditioned", "trace")
+
+
+def warm_start(previous: torch.Tensor) -> torch.Tensor:
+    """The next measurement's start vector: the previous top-k and guard Ritz vectors, summed.
+
+    Equal weights, so when the top two eigenvalues swap between measurements (the old top
+    vector now the second eigenvector) the new top one is still in the start. From the top
+    vector alone, Lanczos returned the second eigenvalue after such a swap in the scaling
+    study (sp-w512-d2-lr0.08-s2, step 350: 19.338 against 20.045, 3.5% apart, in 4
+    products); from both it met 1e-3 at every state of that run and of
+    mup-w512-d2-lr10-s2 and sp-w512-d2-lr0.08-s1 (33 states, worst 5.3e-4), and at the 28
+    states of ``benchmarks/bench_spectra.py`` (268 products against 282; worst 2.5e-4 in
+    one run, 1.1e-3 at one state where lambda_1 and lambda_2 are 0.9% apart in another).
+
+    Args:
+        previous: ``(n, P)`` unit rows (the top pairs, then the guard pair).
+    """
+    return previous.sum(0)
 
 
 class SpectraCallback(Callback):
@@ -28,8 +46,8 @@ class SpectraCallback(Callback):
 
     Every ``every`` steps (and at step 0, in ``on_train_start``) each measure is
     taken on ``state.fixed_batch`` by Lanczos to a relative eigenvalue accuracy ``tol``,
-    warm-started from the sum of the previous top-k Ritz vectors
-    (kept in ``state_dict``, so a resumed run measures the same).
+    warm-started from the sum of the previous top-k Ritz vectors and the guard pair's
+    (``warm_start``; kept in ``state_dict``, so a resumed run measures the same).
     Each eigenvalue becomes a row of table ``"spectra"``: step, measure, rank (0 =
     largest), eigenvalue, n_matvec, converged, lr (eta) and
     ``sharpness_base_lr_units = eigenvalue * eta / eta0`` (eta0 = ``state.base_lr``).
@@ -195,10 +213,7 @@ class SpectraCallback(Callback):
         previous = self._eigenvectors.get(measure)
         v0 = None
         if previous is not None and previous.shape[1] == op.dim:
-            # One start vector with equal weight on each old top pair. Adding the guard
-            # pair's vector as well took 7% fewer products along bench_spectra.py's runs
-            # but missed 1e-3 at one of 28 states (1.1e-3); the top pairs alone met it at all.
-            v0 = previous.sum(0).to(op.device)
+            v0 = warm_start(previous).to(op.device)
         try:
             result = lanczos(
                 op, k=k, v0=v0, tol=self.tol, max_iter=self.max_iter,
@@ -208,7 +223,9 @@ class SpectraCallback(Callback):
         except FloatingPointError:
             self._record_nan(state, measure, eta)
             return
-        self._eigenvectors[measure] = result.eigenvectors.detach().cpu()  # (k, P)
+        kept = result.eigenvectors if result.next_eigenvector is None else \
+            torch.cat([result.eigenvectors, result.next_eigenvector[None]])
+        self._eigenvectors[measure] = kept.detach().cpu()  # (k + 1, P): the top pairs and the guard
         for rank, value in enumerate(result.eigenvalues.tolist()):
             state.record(
                 "spectra",
