@@ -34,6 +34,11 @@ def warm_start(previous: torch.Tensor) -> torch.Tensor:
     mup-w512-d2-lr10-s2 and sp-w512-d2-lr0.08-s1 (33 states, worst 5.3e-4), and at the 28
     states of ``benchmarks/bench_spectra.py`` (268 products against 282; worst 2.5e-4 in
     one run, 1.1e-3 at one state where lambda_1 and lambda_2 are 0.9% apart in another).
+    Neither start is safe: over the 2,646 measurements of two fresh scaling runs (one per
+    start), a Ritz value is a lower bound on lambda_1, so where the two runs differ by more
+    than 1e-3 the lower one is wrong by at least the difference. The top vector alone was
+    the lower at 7 measurements (by 0.6-29%, median 3.7%), this start at 7 (0.1-7.4%,
+    median 0.6%), with 13% fewer products in all (18,633 -> 16,230; NTK 4,018 -> 2,699).
 
     Args:
         previous: ``(n, P)`` unit rows (the top pairs, then the guard pair).

@@ -187,8 +187,10 @@ def lanczos(
     run of ``benchmarks/bench_spectra.py``, warm-started Lanczos returned the second
     eigenvalue (3.6% below the first, error 3.8e-2) at step 250 with no guard, or
     with the guard pair at 30x the accuracy, when warm-started from the top and guard
-    vectors; at 10x, warm-started from the top vector alone (as ``SpectraCallback``
-    does), it met 1e-3 at all 28 states.
+    vectors; at 10x, warm-started from the top vector alone, it met 1e-3 at all 28
+    states, but in the scaling study it returned the second eigenvalue after the top two
+    swapped (``SpectraCallback`` therefore starts from the top and guard vectors,
+    ``traindyn.spectra.callback.warm_start``).
     Unlike power iteration this returns the largest eigenvalues, not the largest in
     magnitude.
 
