@@ -38,6 +38,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from traindyn.spectra import LanczosWorkspace, hessian_operator, lanczos
+from traindyn.spectra.callback import start_vectors
+from traindyn.spectra.callback import warm_start as callback_warm_start
 from traindyn.train import Callback, RunData, build, make_loss, train
 
 TARGET = 1e-3
@@ -148,11 +150,9 @@ def warm_start(previous, how: str):
     """Start vector from the previous state's result: ``cold``, ``top`` or ``top2``."""
     if previous is None or how == "cold":
         return None
-    v = previous.eigenvectors[0]
-    if how == "top2" and previous.next_eigenvector is not None:
-        # Equal weights: if the top two eigenvalues swap between states, both stay found.
-        v = v + previous.next_eigenvector
-    return v
+    if how == "top2":  # SpectraCallback's start: the top and guard vectors, equal weights
+        return callback_warm_start(start_vectors(previous))
+    return previous.eigenvectors[0]
 
 
 # ----------------------------------------------------------------------------- peers
