@@ -25,14 +25,28 @@ GUARD_FACTOR = 10.0
 
 
 def _norm(v: torch.Tensor) -> torch.Tensor:
-    """Euclidean norm by a cascaded sum of squares.
+    """Euclidean norm of a flat vector by BLAS dots over chunks, summed in float64.
 
-    ``torch.linalg.vector_norm`` (and ``v @ v``) on CPU accumulate float32 with errors of
-    several 1e-6 at a million entries (6e-6 measured at 668,672): basis rows that far from
-    unit norm break the recurrence's rounding model. ``square().sum()`` is accurate to
-    ~1e-8 there, at about the cost of one more pass.
+    ``torch.linalg.vector_norm`` on CPU accumulates float32 with errors of 1.6e-5 at
+    668,672 entries, and basis rows that far from unit norm break the recurrence's
+    rounding model. ``square().sum()`` (a cascaded sum) is accurate to ~1e-7 but writes
+    and reads a temporary: 0.28 ms there against 0.11 ms for dots of 4096 entries each
+    (one batched product, no temporary) whose partial sums add up in float64, accurate
+    to ~1e-8 (``tests/unit/test_spectra_lanczos.py``).
     """
-    return v.square().sum().sqrt()
+    n = v.shape[0]
+    m = n // _NORM_CHUNK
+    if m < 2 or v.dtype == torch.float64 or not v.is_contiguous():
+        return v.square().sum().sqrt()
+    head = v[: m * _NORM_CHUNK].view(m, 1, _NORM_CHUNK)
+    total = torch.bmm(head, head.transpose(1, 2)).sum(dtype=torch.float64)
+    tail = v[m * _NORM_CHUNK :]
+    if tail.numel():
+        total = total + tail.double().square().sum()
+    return total.sqrt()  # float64: a float32 result would round it by up to 6e-8
+
+
+_NORM_CHUNK = 4096
 
 
 class LanczosWorkspace:
@@ -198,7 +212,9 @@ def lanczos(
     dtype (float32 for a float32 model; float64 is kept only for T and its Ritz
     pairs), and the product's input is a row of it, so no vector changes dtype. Each
     step is the three-term recurrence with a local correction against q_j (O(dim)
-    work: two dots, three axpys, a norm); the pass over the whole basis (classical
+    work: the first update writes the product into the next basis row, two dots, one
+    axpy, a chunked norm and an in-place scale; the correction's axpy only when the
+    overlap exceeds rounding level); the pass over the whole basis (classical
     Gram-Schmidt, a second pass by the DGKS test) runs only when Simon's omega
     recurrence estimates an overlap above sqrt(eps) (partial reorthogonalization):
     semi-orthogonality, so Ritz values as accurate as with full reorthogonalization
@@ -206,12 +222,15 @@ def lanczos(
     Hessian in float32 a cold 10-step run needed no pass; along the benchmark's
     warm-started runs at tol 1e-3, 37 of 283 steps did (a warm start converges fast,
     and orthogonality is lost as Ritz values converge); far past convergence about
-    every second step does (``n_reorth``). A step cost 1.12x / 1.15x / 1.42x one
-    product at 10 / 20 / 40 steps (``benchmarks/bench_spectra.py``, ``lanczos_step``),
-    and 1.19x / 1.20x / 1.39x in a later run on a slower day; the ratio moves by about
-    0.07 from run to run. The work around the product alone, timed with a diagonal
-    operator of the same size: 2.3 ms a step at 10 steps, 5.6 ms at 40 (the pass over
-    the basis is most of the difference). Selective orthogonalization (against
+    every second step does (``n_reorth``). On the Intel host, interleaved with the
+    product alone, a step cost 1.25x / 1.38x / 1.69x one product (9 ms) at 10 / 20 /
+    40 steps, against 1.30x / 1.46x / 1.75x for the previous step (a float32 temporary
+    for the norm, a separate copy into the basis row, the correction's axpy always);
+    the ratio moves by about 0.07 from run to run. The vector work is memory-bound
+    (about 22 GB/s on one core; the pass over 20 rows reads them twice, 4.6 ms), so
+    beyond 10 steps the pass over the basis is most of what a step adds; lowering
+    the recurrence's rounding term (8 eps) to 1 eps did not make passes rarer (24
+    against 25 in 60 steps). Selective orthogonalization (against
     converged Ritz vectors only) was tried instead of the pass: the Hessian's spectrum
     has outliers at both ends, 10-13 Ritz vectors converged within 40 steps, and a
     prototype orthogonalizing against each of them every step was no faster.
@@ -339,18 +358,27 @@ def lanczos(
         w = matvec(q)
         if w.dtype != dtype or w.device != device:
             w = w.to(device=device, dtype=dtype)
-        elif w.data_ptr() == q.data_ptr():  # an operator that returns its input (identity)
-            w = w.clone()
-        alpha = float(q @ w)
-        w.add_(q, alpha=-alpha)
+        # The first update writes into the next basis row (the product is read once and
+        # the row is only scaled in place at the end); the last step has no next row.
+        target = basis[j + 1] if j + 1 < m_max else torch.empty_like(w)
         if j > 0:
-            w.add_(basis[j - 1], alpha=-betas[-1])
-        # Local reorthogonalization against q_j (one dot, one axpy): keeps q_{j+1} . q_j
-        # at rounding level, which the recurrence below takes for granted.
+            torch.add(w, basis[j - 1], alpha=-betas[-1], out=target)
+            w = target
+            alpha = float(q @ w)
+            w.add_(q, alpha=-alpha)
+        else:
+            alpha = float(q @ w)
+            w = torch.add(w, q, alpha=-alpha, out=target)
+        # Local reorthogonalization against q_j keeps q_{j+1} . q_j at rounding level,
+        # which the recurrence below takes for granted. The dot is always taken; the axpy
+        # only when the overlap it would remove exceeds rounding level (then
+        # ||w||^2 drops by correction^2 exactly, as ||q_j|| = 1).
         correction = float(q @ w)
-        w.add_(q, alpha=-correction)
-        alpha += correction
         beta = float(_norm(w))
+        if abs(correction) > unit * beta:
+            w.add_(q, alpha=-correction)
+            alpha += correction
+            beta = math.sqrt(max(beta * beta - correction * correction, 0.0))
         if not (math.isfinite(alpha) and math.isfinite(beta)):
             raise FloatingPointError(f"the operator returned non-finite values at product {j + 1}")
         alphas.append(alpha)
@@ -413,7 +441,7 @@ def lanczos(
             omega_prev, omega = omega, np.concatenate([np.full(j + 1, unit), [1.0]])
         else:
             betas.append(beta)
-            torch.div(w, beta, out=basis[j + 1])
+            w.div_(beta)  # w is basis[j + 1]
 
     m = len(alphas)
     theta, s_top = theta[: k + 1], s_top[:, : k + 1]
@@ -421,7 +449,8 @@ def lanczos(
     # the rows stay in that dtype (a float64 copy of float32 vectors carries no accuracy).
     coefficients = torch.from_numpy(s_top.T.copy()).to(device=device, dtype=dtype)
     vectors = coefficients @ basis[:m]
-    vectors /= vectors.square().sum(dim=1, keepdim=True).sqrt()
+    for row in vectors:
+        row /= _norm(row)
     has_next = theta.shape[0] > k
 
     def as_tensor(a: np.ndarray) -> torch.Tensor:
