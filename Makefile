@@ -58,14 +58,16 @@ bench: $(STAMP) data-packages
 	$(BIN)/python -m pip install --quiet --no-deps curvlinops-for-pytorch==3.0.1 hessian-eigenthings==1.0.0a5 \
 	  einops==0.8.2 einconv==0.1.0 opt-einsum==3.4.0 linear_operator==0.6.1
 	mkdir -p results/benchmarks
-	$(BIN)/snakemake --cores 1 results/data/fashion-mnist --workflow-profile workflow/profiles/local
+	$(BIN)/snakemake --cores 1 results/data/fashion-mnist results/data/shakespeare --workflow-profile workflow/profiles/local
 	$(BIN)/python benchmarks/bench_train.py --data-dir results/data/fashion-mnist > results/benchmarks/train.json
 	$(BIN)/python benchmarks/bench_spectra.py --data-dir results/data/fashion-mnist > results/benchmarks/spectra.json
+	$(BIN)/python benchmarks/spectra_accuracy.py --jobs 2 --data-dir results/data > results/benchmarks/spectra_accuracy.json
 	$(BIN)/python benchmarks/bench_cmd.py > results/benchmarks/cmd.json
 	$(BIN)/python benchmarks/bench_mat.py > results/benchmarks/mat.json
 	$(BIN)/python benchmarks/bench_attention.py > results/benchmarks/attention.json
 	$(BIN)/python benchmarks/bench_tracking.py > results/benchmarks/tracking.json
-	cat results/benchmarks/train.json results/benchmarks/spectra.json results/benchmarks/cmd.json \
+	cat results/benchmarks/train.json results/benchmarks/spectra.json results/benchmarks/spectra_accuracy.json \
+	  results/benchmarks/cmd.json \
 	  results/benchmarks/mat.json results/benchmarks/attention.json results/benchmarks/tracking.json
 
 clean-results:

@@ -45,11 +45,21 @@ def warm_start(previous: torch.Tensor) -> torch.Tensor:
     mup-w512-d2-lr10-s2 and sp-w512-d2-lr0.08-s1 (33 states, worst 5.3e-4), and at the 28
     states of ``benchmarks/bench_spectra.py`` (268 products against 282; worst 2.5e-4 in
     one run, 1.1e-3 at one state where lambda_1 and lambda_2 are 0.9% apart in another).
-    Neither start is safe: over the 2,646 measurements of two fresh scaling runs (one per
-    start), a Ritz value is a lower bound on lambda_1, so where the two runs differ by more
-    than 1e-3 the lower one is wrong by at least the difference. The top vector alone was
-    the lower at 7 measurements (by 0.6-29%, median 3.7%), this start at 7 (0.1-7.4%,
-    median 0.6%), with 13% fewer products in all (18,633 -> 16,230; NTK 4,018 -> 2,699).
+    Neither start is safe. ``benchmarks/spectra_accuracy.py`` compares every top
+    eigenvalue the scaling study writes with a float64 reference at the same weights: with
+    this start 2 of 918 Hessian measurements miss 1e-3 (by 0.18% and 0.65%, pairs 1.6% and
+    0.65% apart), 6 of 828 Gauss-Newton ones (by 0.1-7.4%; three returned lambda_2), 0 of
+    828 NTK ones; ARPACK (ncv 8, tol 1e-2, warm) on the same Hessian states missed 1 (by
+    5.3%) with 1.21x the products. Other starts along the same 1,026 Hessian states (a
+    scratch chain of this callback's Lanczos calls against those references): from
+    random vectors 5 misses and 37% more products; the top vector alone 4 (up to 12%);
+    the top three vectors summed 11; with a random vector added at half weight 3. A
+    stricter stop did not reliably help: a guard at 3x or 1x the accuracy 2 and 1 misses
+    (+10% and +22% products); at least 6 products a measurement 1 (+8%; Gauss-Newton 3 of
+    828, +6%); trusting Kato-Temple's r^2 / gap only when the Ritz gap exceeds 10
+    residuals 0 misses (+14%), but at 7 or 20 residuals 2, so that zero was luck. The
+    misses are close pairs (0.6-7.5% apart) where the start holds little of the new top
+    vector, and 3-8 products find the second eigenvalue with a small residual.
 
     Args:
         previous: ``(n, P)`` unit rows (``start_vectors`` of the previous measurement).
