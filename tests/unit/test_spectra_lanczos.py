@@ -265,3 +265,16 @@ def test_norm_is_accurate_in_float32_at_a_million_entries():
         assert abs(float(torch.linalg.vector_norm(x)) / ref - 1) > 1e-7
     small = torch.randn(100, dtype=torch.float64, generator=gen)
     assert float(_norm(small)) == pytest.approx(float(small.norm()), rel=1e-15)
+
+
+def test_norm_falls_back_to_a_sum_when_matmuls_may_run_in_lower_precision():
+    from traindyn.spectra.lanczos import _norm  # noqa: PLC0415
+
+    x = torch.randn(300_000, generator=torch.Generator().manual_seed(2))
+    ref = float(x.double().norm())
+    kept = torch.get_float32_matmul_precision()
+    try:
+        torch.set_float32_matmul_precision("medium")
+        assert abs(float(_norm(x)) / ref - 1) < 2e-7
+    finally:
+        torch.set_float32_matmul_precision(kept)
