@@ -57,7 +57,9 @@ def warm_start(previous: torch.Tensor) -> torch.Tensor:
     stricter stop did not reliably help: a guard at 3x or 1x the accuracy 2 and 1 misses
     (+10% and +22% products); at least 6 products a measurement 1 (+8%; Gauss-Newton 3 of
     828, +6%); trusting Kato-Temple's r^2 / gap only when the Ritz gap exceeds 10
-    residuals 0 misses (+14%), but at 7 or 20 residuals 2, so that zero was luck. The
+    residuals 0 misses (+14%), but at 7 or 20 residuals 2, so that zero was luck; at least 8
+    products only while the top two Ritz values are within 10% 2 (Gauss-Newton 4): at most
+    misses the Ritz gap is wide, lambda_1 hidden rather than unresolved. The
     misses are close pairs (0.6-7.5% apart) where the start holds little of the new top
     vector, and 3-8 products find the second eigenvalue with a small residual.
 
