@@ -5,7 +5,7 @@ number the scaling study's spectra figures take: each run of ``config.yaml``'s s
 that measures spectra is trained exactly as the pipeline trains it (``traindyn.train.train``
 with the study's ``SpectraCallback``), the weights are kept at every measured step, and each
 top eigenvalue the callback wrote to ``spectra.parquet`` is compared with a float64 Lanczos
-reference (tol 1e-10) of the same operator at the same weights. Beside it, SciPy's ``eigsh``
+reference (``spectra_workload.reference``, tol 1e-12) of the same operator at the same weights. Beside it, SciPy's ``eigsh``
 (ARPACK) on the same Hessian products, warm-started from its previous eigenvector, at one
 setting for the whole study (default ncv 8, tol 1e-2: bench_spectra.py's best single setting
 on its 28 states); the ratio of products is ARPACK's over ours.
@@ -19,7 +19,6 @@ Usage: python benchmarks/spectra_accuracy.py [--jobs 2] [--runs 'sp-w512*'] [--m
 from __future__ import annotations
 
 import argparse
-import copy
 import dataclasses
 import fnmatch
 import json
@@ -32,12 +31,11 @@ from pathlib import Path
 
 import pandas as pd
 import torch
-from spectra_workload import _Capture, arpack, traindyn_scipy_operator
+from spectra_workload import _Capture, arpack, reference, traindyn_scipy_operator
 
 from traindyn.config import load_config
 from traindyn.data import prepare_dataset
 from traindyn.scaling.grid import scaling_runs
-from traindyn.spectra import gauss_newton_operator, hessian_operator, lanczos, ntk_operator
 from traindyn.spectra.callback import SpectraCallback
 from traindyn.train.loop import RunData, build, make_loss, train
 
@@ -50,17 +48,6 @@ def spectra_runs(pattern: str) -> list:
     runs = [s for s in scaling_runs(cfg.raw["scaling"]).values()
             if "spectra" in s.extra and fnmatch.fnmatch(s.run, pattern)]
     return sorted(runs, key=lambda s: (-s.model.get("width", 0), s.run))  # slowest first
-
-
-def float64_operator(measure: str, model, loss_fn, batch, settings: dict):
-    m64 = copy.deepcopy(model).double()
-    x, y = batch
-    x = x.double() if x.is_floating_point() else x
-    if measure == "hessian":
-        return hessian_operator(m64, loss_fn, (x, y))
-    if measure == "gn":
-        return gauss_newton_operator(m64, loss_fn, (x, y))
-    return ntk_operator(m64, x[: settings.get("n_ntk", 64)], kernel=settings.get("ntk_kernel", "class_sum"))
 
 
 def check_run(job: tuple) -> list[dict]:
@@ -92,11 +79,11 @@ def check_run(job: tuple) -> list[dict]:
                    "ours_products": int(ours["n_matvec"]), "ours_converged": bool(ours["converged"])}
             if not math.isfinite(row["ours"]):
                 rows.append(row)  # a diverged state: no reference
-                v_arpack = None if measure == "hessian" else v_arpack
+                if measure == "hessian":
+                    v_arpack = None
                 continue
-            ref = lanczos(float64_operator(measure, model, loss_fn, batch, settings), k=2, tol=1e-10,
-                          max_iter=300)
-            row["ref"], row["ref2"] = float(ref.eigenvalues[0]), float(ref.eigenvalues[1])
+            row["ref"], row["ref2"] = reference(model, loss_fn, batch, measure, n_ntk=settings.get("n_ntk", 64),
+                                                ntk_kernel=settings.get("ntk_kernel", "class_sum"))
             row["ours_err"] = abs(row["ours"] - row["ref"]) / abs(row["ref"])
             if measure == "hessian":
                 value, v_arpack, n = arpack(traindyn_scipy_operator(model, loss_fn, batch), ncv=ncv,

@@ -37,7 +37,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from traindyn.spectra import LanczosWorkspace, hessian_operator, lanczos
+from traindyn.spectra import (
+    LanczosWorkspace,
+    gauss_newton_operator,
+    hessian_operator,
+    lanczos,
+    ntk_operator,
+)
 from traindyn.spectra.callback import start_vectors
 from traindyn.spectra.callback import warm_start as callback_warm_start
 from traindyn.train import Callback, RunData, build, make_loss, train
@@ -112,11 +118,23 @@ def trajectory(spec, data_dir: Path, every: int, n_states: int):
 # ----------------------------------------------------------------------------- reference, ours
 
 
-def reference(model: nn.Module, loss_fn, batch) -> tuple[float, float]:
-    """Top two eigenvalues of the float64 Hessian (a deep copy of the model in float64)."""
+def float64_operator(model: nn.Module, loss_fn, batch, measure: str = "hessian", n_ntk: int = 64,
+                     ntk_kernel: str = "class_sum"):
+    """The float64 operator of ``measure`` (``hessian``, ``gn``, ``ntk``) on a float64 deep copy
+    of the model (integer inputs, e.g. tokens, stay as they are)."""
     m64 = _copy(model).double()
     x, y = batch
-    res = lanczos(hessian_operator(m64, loss_fn, (x.double(), y)), k=2, tol=1e-12, max_iter=250)
+    x = x.double() if x.is_floating_point() else x
+    if measure == "hessian":
+        return hessian_operator(m64, loss_fn, (x, y))
+    if measure == "gn":
+        return gauss_newton_operator(m64, loss_fn, (x, y))
+    return ntk_operator(m64, x[:n_ntk], kernel=ntk_kernel)
+
+
+def reference(model: nn.Module, loss_fn, batch, measure: str = "hessian", **ntk) -> tuple[float, float]:
+    """Top two eigenvalues of ``measure``'s float64 operator (``float64_operator``)."""
+    res = lanczos(float64_operator(model, loss_fn, batch, measure, **ntk), k=2, tol=1e-12, max_iter=250)
     return float(res.eigenvalues[0]), float(res.eigenvalues[1])
 
 

@@ -10,6 +10,7 @@ from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
 A = pytest.importorskip("spectra_accuracy")
+W = pytest.importorskip("spectra_workload")
 
 torch.set_num_threads(1)
 
@@ -23,7 +24,7 @@ def test_float64_operator_is_the_float32_one_in_double(measure):
     gen = torch.Generator().manual_seed(1)
     batch = (torch.randn(10, 6, generator=gen), torch.randint(0, 3, (10,), generator=gen))
     loss_fn = nn.functional.cross_entropy
-    op64 = A.float64_operator(measure, model, loss_fn, batch, {"n_ntk": 4})
+    op64 = W.float64_operator(model, loss_fn, batch, measure, n_ntk=4)
     assert op64.dtype == torch.float64
     if measure == "ntk":
         op32 = ntk_operator(model, batch[0][:4])
