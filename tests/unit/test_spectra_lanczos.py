@@ -272,7 +272,11 @@ def test_norm_falls_back_to_a_sum_when_matmuls_may_run_in_lower_precision():
     ref = float(x.double().norm())
     kept = torch.get_float32_matmul_precision()
     try:
+        torch.set_float32_matmul_precision("highest")
+        assert _norm(x).dtype == torch.float64  # the chunked dots, summed in float64
         torch.set_float32_matmul_precision("medium")
-        assert abs(float(_norm(x)) / ref - 1) < 2e-7
+        fallback = _norm(x)
+        assert fallback.dtype == torch.float32  # the cascaded sum, no matrix product
+        assert abs(float(fallback) / ref - 1) < 2e-7
     finally:
         torch.set_float32_matmul_precision(kept)
