@@ -46,7 +46,6 @@ from traindyn.spectra import (
     ntk_operator,
 )
 from traindyn.spectra.callback import start_vectors
-from traindyn.spectra.callback import warm_start as callback_warm_start
 from traindyn.train import Callback, RunData, build, make_loss, train
 
 TARGET = 1e-3
@@ -56,8 +55,8 @@ ARPACK_TOLS = (1e-1, 3e-2, 1e-2, 3e-3, 1e-3, 1e-4, 1e-5)
 # with the fewest products that meets the target at every state of every trajectory.
 SETTING_NCVS = (4, 5, 6, 8)
 SETTING_TOLS = (3e-2, 1e-2, 3e-3)
-# The start SpectraCallback uses (traindyn.spectra.callback.warm_start): the previous top and
-# guard Ritz vectors, summed. The ratios' "ours" is this one.
+# The start SpectraCallback uses (traindyn.spectra.callback.start_vectors): the previous top
+# and guard Ritz vectors, summed. The ratios' "ours" is this one.
 CALLBACK_WARM = "top2"
 GUARD_SWEEP = (20.0, 30.0, float("inf"))  # looser than the library's 10x (see run_ours_guard)
 
@@ -169,8 +168,8 @@ def warm_start(previous, how: str):
     """Start vector from the previous state's result: ``cold``, ``top`` or ``top2``."""
     if previous is None or how == "cold":
         return None
-    if how == "top2":  # SpectraCallback's start: the top and guard vectors, equal weights
-        return callback_warm_start(start_vectors(previous))
+    if how == "top2":  # SpectraCallback's start: the top and guard vectors, summed by lanczos
+        return start_vectors(previous)
     return previous.eigenvectors[0]
 
 

@@ -59,6 +59,11 @@ def test_warm_start_reduces_matvecs():
     # The recommended warm start: the top Ritz vector plus the guard pair's.
     v0 = cold.eigenvectors[0] + cold.next_eigenvector
     warm = lanczos(lambda v: a @ v, dim=200, tol=1e-8, max_iter=200, v0=v0)
+    # Passed whole, the Ritz vectors start from their sum: the same run.
+    assert torch.equal(cold.ritz_vectors, torch.stack([cold.eigenvectors[0], cold.next_eigenvector]))
+    rows = lanczos(lambda v: a @ v, dim=200, tol=1e-8, max_iter=200, v0=cold.ritz_vectors)
+    assert rows.n_matvec == warm.n_matvec
+    torch.testing.assert_close(rows.eigenvalues, warm.eigenvalues, rtol=1e-12, atol=0)
     assert cold.converged and warm.converged
     assert warm.n_matvec < cold.n_matvec / 3
     # tol is the requested relative eigenvalue accuracy.
@@ -86,6 +91,9 @@ def test_seeded_and_checks_arguments():
         lanczos(lambda v: a @ v, dim=30, k=31)
     with pytest.raises(ValueError, match="v0 must have shape"):
         lanczos(lambda v: a @ v, dim=30, v0=torch.ones(29))
+    for bad in (torch.ones(2, 29), torch.ones(0, 30), torch.ones(1, 1, 30)):
+        with pytest.raises(ValueError, match=r"v0 must have shape \(30,\) or \(n, 30\)"):
+            lanczos(lambda v: a @ v, dim=30, v0=bad)
     with pytest.raises(FloatingPointError):
         lanczos(lambda v: v * float("nan"), dim=30)
     with pytest.raises(ValueError, match="needs vector_tol"):

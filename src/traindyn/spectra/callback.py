@@ -18,24 +18,16 @@ from traindyn.spectra.operators import (
 )
 from traindyn.train.callbacks import Callback, TrainState
 
-__all__ = ["MEASURES", "SpectraCallback", "start_vectors", "warm_start"]
+__all__ = ["MEASURES", "SpectraCallback", "start_vectors"]
 
 MEASURES = ("hessian", "gn", "ntk", "preconditioned", "trace")
 
 
 def start_vectors(result: LanczosResult) -> torch.Tensor:
-    """What a measurement keeps for the next one's start (see ``warm_start``).
+    """What a measurement keeps for the next one's start: its top-k and guard Ritz vectors.
 
-    Its top-k Ritz vectors and the guard pair's, ``(k + 1, P)``; ``(k, P)`` when the basis
-    had no guard pair.
-    """
-    if result.next_eigenvector is None:
-        return result.eigenvectors
-    return torch.cat([result.eigenvectors, result.next_eigenvector[None]])
-
-
-def warm_start(previous: torch.Tensor) -> torch.Tensor:
-    """The next measurement's start vector: the previous top-k and guard Ritz vectors, summed.
+    ``(k + 1, P)`` unit rows (``(k, P)`` when the basis had no guard pair), which the next
+    ``lanczos`` call takes as ``v0`` and starts from their sum.
 
     Equal weights, so when the top two eigenvalues swap between measurements (the old top
     vector now the second eigenvector) the new top one is still in the start. From the top
@@ -62,11 +54,8 @@ def warm_start(previous: torch.Tensor) -> torch.Tensor:
     misses the Ritz gap is wide, lambda_1 hidden rather than unresolved. The
     misses are close pairs (0.6-7.5% apart) where the start holds little of the new top
     vector, and 3-8 products find the second eigenvalue with a small residual.
-
-    Args:
-        previous: ``(n, P)`` unit rows (``start_vectors`` of the previous measurement).
     """
-    return previous.sum(0)
+    return result.ritz_vectors
 
 
 class SpectraCallback(Callback):
@@ -75,7 +64,7 @@ class SpectraCallback(Callback):
     Every ``every`` steps (and at step 0, in ``on_train_start``) each measure is
     taken on ``state.fixed_batch`` by Lanczos to a relative eigenvalue accuracy ``tol``,
     warm-started from the sum of the previous top-k Ritz vectors and the guard pair's
-    (``warm_start``; kept in ``state_dict``, so a resumed run measures the same).
+    (``start_vectors``; kept in ``state_dict``, so a resumed run measures the same).
     Each eigenvalue becomes a row of table ``"spectra"``: step, measure, rank (0 =
     largest), eigenvalue, n_matvec, converged, lr (eta) and
     ``sharpness_base_lr_units = eigenvalue * eta / eta0`` (eta0 = ``state.base_lr``).
@@ -241,7 +230,7 @@ class SpectraCallback(Callback):
         previous = self._eigenvectors.get(measure)
         v0 = None
         if previous is not None and previous.shape[1] == op.dim:
-            v0 = warm_start(previous).to(op.device)
+            v0 = previous.to(op.device)  # lanczos starts from the rows' sum
         try:
             result = lanczos(
                 op, k=k, v0=v0, tol=self.tol, max_iter=self.max_iter,

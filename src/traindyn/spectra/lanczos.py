@@ -98,6 +98,9 @@ class LanczosResult:
             basis was too small to have one.
         next_eigenvector: Its Ritz vector, shape ``(dim,)``, in the basis dtype (a warm start for
             the next measurement when two top eigenvalues may swap), or None.
+        ritz_vectors: The top-k Ritz vectors and the guard pair's, ``(k + 1, dim)`` (``(k,
+            dim)`` without a guard pair): the matrix whose rows ``eigenvectors`` and
+            ``next_eigenvector`` are, to pass on whole as the next call's ``v0``.
         n_reorth: Steps that orthogonalised against the whole basis (the others cost
             the product and O(dim) vector work only).
     """
@@ -111,6 +114,7 @@ class LanczosResult:
     next_eigenvalue: float | None = None
     next_eigenvector: torch.Tensor | None = None
     n_reorth: int = 0
+    ritz_vectors: torch.Tensor | None = None
 
 
 def eigenvalue_errors(theta: torch.Tensor, residuals: torch.Tensor, k: int) -> torch.Tensor:
@@ -207,7 +211,7 @@ def lanczos(
     vectors; at 10x, warm-started from the top vector alone, it met 1e-3 at all 28
     states, but in the scaling study it returned the second eigenvalue after the top two
     swapped (``SpectraCallback`` therefore starts from the top and guard vectors,
-    ``traindyn.spectra.callback.warm_start``).
+    ``traindyn.spectra.callback.start_vectors``).
     Unlike power iteration this returns the largest eigenvalues, not the largest in
     magnitude.
 
@@ -248,8 +252,9 @@ def lanczos(
             or a function ``v -> A v`` on flat vectors.
         dim: Vector length; required unless ``matvec`` is a ``LinearOperator``.
         k: Number of eigenpairs.
-        v0: Start vector of shape ``(dim,)`` (e.g. a combination of the previous
-            measurement's top Ritz vectors); random normal if None or zero.
+        v0: Start vector of shape ``(dim,)``, or ``(n, dim)`` rows whose sum is the start
+            (e.g. the previous measurement's ``ritz_vectors``: summed straight into the
+            basis, with no temporary); random normal if None or zero.
         tol: Relative accuracy asked of each eigenvalue: ``|theta_i - lambda_i|``
             estimated at most ``tol * |theta_i| + atol``. An estimate (the Ritz gap
             stands in for the true one, and a Krylov space that holds little of the top
@@ -257,7 +262,7 @@ def lanczos(
             reached 1.1 * tol at one of 28 states, where lambda_1 and lambda_2 were 0.9%
             apart; over the scaling study's measurements (warm-started, tol 1e-3,
             ``benchmarks/spectra_accuracy.py``) 8 of 2,574 missed it, by up to 7.4%, all
-            at close pairs (see ``traindyn.spectra.callback.warm_start``).
+            at close pairs (see ``traindyn.spectra.callback.start_vectors``).
             None: no eigenvalue test and no guard pair, only the residual test
             (``vector_tol``, required then): ARPACK's rule, for comparing solvers at
             the same stop (``benchmarks/bench_spectra.py``).
@@ -341,17 +346,25 @@ def lanczos(
         basis = workspace.basis(m_max, dim, dtype, device)  # (m, dim)
     else:
         basis = torch.empty(m_max, dim, dtype=dtype, device=device)
-    q = None
+    # The start is written into the first basis row and normalised there: a row already
+    # touched, where a fresh vector would cost page faults (see LanczosWorkspace).
+    started = False
     if v0 is not None:
-        if v0.shape != (dim,):
-            raise ValueError(f"v0 must have shape ({dim},), got {tuple(v0.shape)}")
-        q = v0.detach().to(device=device, dtype=dtype)
-        norm = _norm(q)
-        q = q / norm if torch.isfinite(norm) and norm > 0 else None
-    if q is None:
+        if not (v0.shape == (dim,) or v0.ndim == 2 and v0.shape[0] >= 1 and v0.shape[1] == dim):
+            raise ValueError(f"v0 must have shape ({dim},) or (n, {dim}) with n >= 1, "
+                             f"got {tuple(v0.shape)}")
+        v0 = v0.detach().to(device=device, dtype=dtype)
+        if v0.ndim == 2:
+            torch.sum(v0, 0, out=basis[0])
+        else:
+            basis[0].copy_(v0)
+        norm = _norm(basis[0])
+        started = bool(torch.isfinite(norm) and norm > 0)
+        if started:
+            basis[0].div_(norm)
+    if not started:
         q = random_vector()
-        q = q / _norm(q)
-    basis[0] = q
+        torch.div(q, _norm(q), out=basis[0])
     alphas: list[float] = []
     betas: list[float] = []  # betas[j] couples q_j and q_{j+1}; 0 after a restart
     # omega[i] estimates q_i . q_j for the newest q_j, omega_prev the same for q_{j-1}.
@@ -473,4 +486,5 @@ def lanczos(
         next_eigenvalue=float(theta[k]) if has_next else None,
         next_eigenvector=vectors[k] if has_next else None,
         n_reorth=n_reorth,
+        ritz_vectors=vectors,
     )
