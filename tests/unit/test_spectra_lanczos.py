@@ -273,6 +273,39 @@ def test_norm_is_accurate_in_float32_at_a_million_entries():
     assert float(_norm(small)) == pytest.approx(float(small.norm()), rel=1e-15)
 
 
+def test_row_dots_are_accurate_in_float32_at_a_million_entries():
+    from traindyn.spectra.lanczos import _row_dots  # noqa: PLC0415
+
+    gen = torch.Generator().manual_seed(0)
+    # Rows of a larger matrix (a row stride, as basis rows have), a length that is not a
+    # multiple of the chunk, positive entries (no cancellation to hide rounding): a float32
+    # BLAS dot errs by ~1e-7 of ||row|| ||v|| here.
+    m = torch.rand(4, 1_000_003, generator=gen)
+    rows, v = m[1:3], m[3]
+    ref = rows.double() @ v.double()
+    scale = rows.double().norm(dim=1) * v.double().norm()
+    got = _row_dots(rows, v)
+    assert got.dtype == torch.float64 and got.shape == (2,)
+    assert float(((got - ref).abs() / scale).max()) < 2e-8
+    kept = torch.get_float32_matmul_precision()
+    try:
+        torch.set_float32_matmul_precision("medium")  # the fallback: products and a sum
+        torch.testing.assert_close(_row_dots(rows, v), ref, rtol=2e-6, atol=0)
+    finally:
+        torch.set_float32_matmul_precision(kept)
+
+
+def test_several_start_rows_start_from_their_sum():
+    a = symmetric([5.0, 4.0, 3.0] + [2.0 * (1 - i / 60) for i in range(57)], seed=4)
+    rows = torch.randn(3, 60, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    from_rows = lanczos(lambda v: a @ v, dim=60, v0=rows, tol=1e-8, max_iter=60)
+    from_sum = lanczos(lambda v: a @ v, dim=60, v0=rows.sum(0), tol=1e-8, max_iter=60)
+    assert from_rows.n_matvec == from_sum.n_matvec
+    torch.testing.assert_close(from_rows.eigenvalues, from_sum.eigenvalues, rtol=1e-12, atol=0)
+    one = lanczos(lambda v: a @ v, dim=60, v0=rows[:1], tol=1e-8, max_iter=60)
+    assert one.n_matvec == lanczos(lambda v: a @ v, dim=60, v0=rows[0], tol=1e-8, max_iter=60).n_matvec
+
+
 def test_norm_falls_back_to_a_sum_when_matmuls_may_run_in_lower_precision():
     from traindyn.spectra.lanczos import _norm  # noqa: PLC0415
 
