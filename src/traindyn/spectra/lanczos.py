@@ -23,6 +23,11 @@ __all__ = ["LanczosResult", "LanczosWorkspace", "eigenvalue_errors", "lanczos"]
 # reached 7.5e-3.
 GUARD_FACTOR = 10.0
 
+# The local correction against q_j is skipped while the overlap it would remove is at most
+# min(psi, _LOCAL_CAP * unit) (see ``lanczos``): 32 * 8 eps = 3.1e-5 in float32, a tenth
+# of the threshold sqrt(eps) that forces a pass over the basis.
+_LOCAL_CAP = 32.0
+
 # Entries per BLAS dot in ``_norm``.
 _NORM_CHUNK = 4096
 
@@ -400,6 +405,7 @@ def lanczos(
     omega = np.ones(1)
     omega_prev = np.zeros(0)
     n_reorth = 0
+    scale = 0.0
     theta = s_top = residuals = errors = None
     converged = False
     for j in range(m_max):
@@ -418,16 +424,19 @@ def lanczos(
         else:
             alpha = float(q @ w)
             w = torch.add(w, q, alpha=-alpha, out=target)
-        # Local reorthogonalization against q_j keeps q_{j+1} . q_j at rounding level,
-        # which the recurrence below takes for granted. The dot is always taken; the axpy
-        # only when the overlap it would remove exceeds rounding level (then
-        # ||w||^2 drops by correction^2 exactly, as ||q_j|| = 1).
+        # Local reorthogonalization against q_j. The recurrence below takes q_{j+1} . q_j
+        # to be at most psi = unit * max(1, scale / beta), the rounding one product leaves
+        # (Simon); that overlap is correction / beta, measured to ~1e-8 of ||w||
+        # (_row_dots), and the axpy runs only when it exceeds psi, capped at _LOCAL_CAP
+        # unit so that a small beta cannot leave an overlap near the pass's threshold eta
+        # unrepaired (then ||w||^2 drops by correction^2 exactly, as ||q_j|| = 1).
         if j + 1 < m_max:  # q_j and w are adjacent rows: both dots in one pass
             correction, beta_sq = _row_dots(basis[j : j + 2], w).tolist()
             beta = math.sqrt(beta_sq)
         else:
             correction, beta = float(_row_dots(q[None], w)), float(_norm(w))
-        if abs(correction) > unit * beta:
+        scale = max(scale, abs(alpha))  # the largest |alpha|: ||A|| as far as T shows it
+        if abs(correction) > unit * min(max(beta, scale), _LOCAL_CAP * beta):
             w.add_(q, alpha=-correction)
             alpha += correction
             beta = math.sqrt(max(beta * beta - correction * correction, 0.0))
@@ -435,7 +444,7 @@ def lanczos(
             raise FloatingPointError(f"the operator returned non-finite values at product {j + 1}")
         alphas.append(alpha)
         q_basis = basis[: j + 1]
-        scale = max(abs(a) for a in alphas)
+        scale = max(scale, abs(alpha))
         restart = beta <= 1e-12 * scale or beta == 0.0
         if j + 1 < m_max and not restart:
             # Simon's recurrence for q_i . q_{j+1}, i < j, plus a rounding term.
