@@ -251,26 +251,28 @@ def lanczos(
     dtype (float32 for a float32 model; float64 is kept only for T and its Ritz
     pairs), and the product's input is a row of it, so no vector changes dtype. Each
     step is the three-term recurrence with a local correction against q_j (O(dim)
-    work: the first update writes the product into the next basis row, two dots, one
-    axpy, a chunked norm and an in-place scale; the correction's axpy only when the
-    overlap exceeds rounding level); the pass over the whole basis (classical
-    Gram-Schmidt, a second pass by the DGKS test) runs only when Simon's omega
-    recurrence estimates an overlap above sqrt(eps) (partial reorthogonalization):
+    work: the first update writes the product into the next basis row, one dot for
+    alpha, one axpy, q_j . w and ||w||^2 in one chunked float64 pass over the two adjacent
+    rows (``_row_dots``), an in-place scale; the correction's axpy only when the measured
+    overlap exceeds the rounding the omega recurrence assumes); the pass over the whole
+    basis (classical Gram-Schmidt, a second pass by the DGKS test) runs only when Simon's
+    omega recurrence estimates an overlap above sqrt(eps) (partial reorthogonalization):
     semi-orthogonality, so Ritz values as accurate as with full reorthogonalization
     and no spurious copies of converged eigenvalues. On the 668,672-parameter MLP
     Hessian in float32 a cold 10-step run needed no pass; along the benchmark's
-    warm-started runs at tol 1e-3, 37 of 283 steps did (a warm start converges fast,
-    and orthogonality is lost as Ritz values converge); far past convergence about
-    every second step does (``n_reorth``). On the Intel host, interleaved with the
-    product alone, a step cost 1.25x / 1.38x / 1.69x one product (9 ms) at 10 / 20 /
-    40 steps, against 1.30x / 1.46x / 1.75x for the previous step (a float32 temporary
-    for the norm, a separate copy into the basis row, the correction's axpy always);
-    the ratio moves by about 0.07 from run to run. The vector work is memory-bound
-    (about 22 GB/s on one core; the pass over 20 rows reads them twice, 4.6 ms), so
-    beyond 10 steps the pass over the basis is most of what a step adds; lowering
-    the recurrence's rounding term (8 eps) to 1 eps did not make passes rarer (24
-    against 25 in 60 steps). Selective orthogonalization (against
-    converged Ritz vectors only) was tried instead of the pass: the Hessian's spectrum
+    warm-started runs at tol 1e-3, 11 of 268 steps did; far past convergence about
+    every second step does (``n_reorth``). Along those runs (a product 9.5 ms on the
+    2-core host) a step's vector work took 1.6 ms (the two updates and the dot 1.06,
+    the paired dots 0.44, the scale 0.14), the omega recurrence and the passes 0.15-0.28,
+    T's Ritz pairs and the stop 0.14, and each call's start and Ritz vectors 0.5 ms a
+    step. All of it is memory-bound (about 21 GB/s on one core, rows evicted by the
+    product): alpha taken before the first update, with the updates as one 2-row
+    ``addmm`` or as two axpys, was no faster, nor was a reused buffer for the Ritz
+    vectors (0.04 ms a step, for results that would alias the workspace). Beyond 10
+    steps the pass over the basis (it reads every row twice) is most of what a step
+    adds; lowering the recurrence's rounding term (8 eps) to 1 eps did not make passes
+    rarer (24 against 25 in 60 steps). Selective orthogonalization (against converged
+    Ritz vectors only) was tried instead of the pass: the Hessian's spectrum
     has outliers at both ends, 10-13 Ritz vectors converged within 40 steps, and a
     prototype orthogonalizing against each of them every step was no faster.
     If the Krylov space becomes invariant before the pairs have converged, it
