@@ -24,8 +24,8 @@ __all__ = ["LanczosResult", "LanczosWorkspace", "eigenvalue_errors", "lanczos"]
 GUARD_FACTOR = 10.0
 
 # The local correction against q_j is skipped while the overlap it would remove is at most
-# min(psi, _LOCAL_CAP * unit) (see ``lanczos``): 32 * 8 eps = 3.1e-5 in float32, a tenth
-# of the threshold sqrt(eps) that forces a pass over the basis.
+# min(psi, _LOCAL_CAP * unit) (see ``lanczos``): 32 * 8 eps = 3.1e-5 in float32, under a
+# tenth of the threshold sqrt(eps) that forces a pass over the basis.
 _LOCAL_CAP = 32.0
 
 # Entries per BLAS dot in ``_norm``.
@@ -60,13 +60,13 @@ def _norm(v: torch.Tensor) -> torch.Tensor:
 def _row_dots(rows: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
     """``rows @ v`` in float64 for a few rows, by the chunked dots of ``_norm``.
 
-    A float32 BLAS dot of 668,672 entries errs by up to ~4e-6 of ``||row|| ||v||``; the
-    recurrence's local test compares ``q_j . w`` with 8 eps ``||w||`` (1e-6), so with such
-    dots the test fired on the dot's own error (at 27-46% of the steps along
-    ``benchmarks/bench_spectra.py``'s runs). The chunks of all rows go through one batched
-    product (each chunk of ``v`` multiplies the rows' chunks while in cache): with
-    ``rows = basis[j : j + 2]`` and ``v = basis[j + 1]``, ``q_j . w`` and ``||w||^2`` in
-    one pass, 0.29 ms against 0.44 for a dot and ``_norm``.
+    A float32 BLAS dot of 668,672 entries errs by up to 7e-6 of ``||v||^2`` as a squared
+    norm and by ~1e-7 of ``||row|| ||v||`` on positive entries, where these are accurate to
+    ~3e-9 (``tests/unit/test_spectra_lanczos.py``): the local correction's test measures
+    an overlap of rounding size. The chunks of all rows go through one batched product
+    (each chunk of ``v`` multiplies the rows' chunks while in cache): with ``rows =
+    basis[j : j + 2]`` and ``v = basis[j + 1]``, ``q_j . w`` and ``||w||^2`` in one pass,
+    0.29 ms against 0.44 for a dot and ``_norm``.
     """
     if v.dtype == torch.float64:
         return rows @ v
@@ -448,7 +448,6 @@ def lanczos(
             raise FloatingPointError(f"the operator returned non-finite values at product {j + 1}")
         alphas.append(alpha)
         q_basis = basis[: j + 1]
-        scale = max(scale, abs(alpha))
         restart = beta <= 1e-12 * scale or beta == 0.0
         if j + 1 < m_max and not restart:
             # Simon's recurrence for q_i . q_{j+1}, i < j, plus a rounding term.
