@@ -1,5 +1,7 @@
 """Lanczos against dense eigendecompositions."""
 
+import sys
+
 import pytest
 import torch
 
@@ -218,7 +220,9 @@ def test_partial_reorthogonalization_in_float32_keeps_the_basis_semi_orthogonal(
 
     op = LinearOperator(matvec, dim=n, dtype=torch.float32, device=torch.device("cpu"))
     res = lanczos(op, k=3, tol=0.0, max_iter=m)
+    # The product's inputs are the basis rows: multiples of q_i (lanczos keeps row scales).
     basis = torch.stack(rows).double()
+    basis = basis / basis.norm(dim=1, keepdim=True)
     overlaps = (basis @ basis.T - torch.eye(m, dtype=torch.float64)).abs().max()
     assert float(overlaps) <= torch.finfo(torch.float32).eps ** 0.5
     # Far past convergence about every second step needs the pass; a run stopped at the
@@ -241,6 +245,41 @@ def test_partial_reorthogonalization_in_float32_keeps_the_basis_semi_orthogonal(
         plain.append(q)
     plain = torch.stack(plain).double()
     assert float((plain @ plain.T - torch.eye(m, dtype=torch.float64)).abs().max()) > 0.1
+
+
+def test_basis_rows_keep_their_scales_and_the_answer_does_not_depend_on_them(monkeypatch):
+    # Rows are sigma_i q_i (no pass to scale each new row): the product sees them scaled, the
+    # answer is the same at any operator scale (muP Hessians are ~1e-3, SP ones ~1e2), and
+    # the same again when every row is scaled to unit norm (a limit of 1 on the scales).
+    module = sys.modules[lanczos.__module__]  # the package exports the function under its name
+
+    n = 500
+    gen = torch.Generator().manual_seed(5)
+    spectrum = torch.cat([torch.tensor([10.0, 9.0, 8.5]), torch.rand(n - 3, generator=gen) * 4.0 - 1.0])
+    a = symmetric(spectrum.tolist(), seed=5, dtype=torch.float32)
+    ref = torch.linalg.eigvalsh(a.double()).flip(0)[:2]
+
+    def run(c):
+        norms = []
+
+        def matvec(v):
+            norms.append(float(v.double().norm()))
+            return (c * a) @ v
+
+        res = lanczos(matvec, dim=n, dtype=torch.float32, k=2, tol=0.0, max_iter=80)
+        torch.testing.assert_close(res.eigenvalues / c, ref, rtol=2e-7, atol=0)
+        torch.testing.assert_close(res.eigenvectors.double().norm(dim=1), torch.ones(2, dtype=torch.float64),
+                                   rtol=0, atol=1e-6)
+        return res, torch.tensor(norms)
+
+    for c in (1e-6, 1e6, 1.0):
+        scaled, norms = run(c)
+        assert scaled.n_reorth > 0  # the passes take the scales too
+        assert norms.max() / norms.min() > 2  # rows really are not unit vectors
+    monkeypatch.setattr(module, "_ROW_SCALE_LIMIT", 1.0)
+    unit_rows, norms = run(1.0)
+    torch.testing.assert_close(norms, torch.ones_like(norms), rtol=0, atol=1e-6)
+    torch.testing.assert_close(unit_rows.eigenvalues, scaled.eigenvalues, rtol=1e-7, atol=0)
 
 
 def test_workspace_reuses_its_basis_and_gives_the_same_answer():

@@ -28,6 +28,10 @@ GUARD_FACTOR = 10.0
 # tenth of the threshold sqrt(eps) that forces a pass over the basis.
 _LOCAL_CAP = 32.0
 
+# Basis rows keep the scale the recurrence leaves them (see ``lanczos``) while it stays within
+# [1 / _ROW_SCALE_LIMIT, _ROW_SCALE_LIMIT]; beyond, the row is scaled to unit norm.
+_ROW_SCALE_LIMIT = 2.0**16
+
 # Entries per BLAS dot in ``_norm``.
 _NORM_CHUNK = 4096
 
@@ -255,8 +259,9 @@ def lanczos(
     step is the three-term recurrence with a local correction against q_j (O(dim)
     work: the first update writes the product into the next basis row, one dot for
     alpha, one axpy, q_j . w and ||w||^2 in one chunked float64 pass over the two adjacent
-    rows (``_row_dots``), an in-place scale; the correction's axpy only when the measured
-    overlap exceeds the rounding the omega recurrence assumes); the pass over the whole
+    rows (``_row_dots``); the correction's axpy only when the measured overlap exceeds the
+    rounding the omega recurrence assumes; no pass to scale the new row to unit norm, as
+    rows keep their scales, ``sigma_i q_i``, which the scalars take); the pass over the whole
     basis (classical Gram-Schmidt, a second pass by the DGKS test) runs only when Simon's
     omega recurrence estimates an overlap above sqrt(eps) (partial reorthogonalization):
     semi-orthogonality, so Ritz values as accurate as with full reorthogonalization
@@ -265,9 +270,10 @@ def lanczos(
     warm-started runs at tol 1e-3, 11 of 268 steps did; far past convergence about
     every second step does (``n_reorth``). Along those runs (a product 9.5 ms on the
     2-core host) a step's vector work took 1.6 ms (the two updates and the dot 1.06,
-    the paired dots 0.44, the scale 0.14), the omega recurrence and the passes 0.15-0.28,
-    T's Ritz pairs and the stop 0.14, and each call's start and Ritz vectors 0.5 ms a
-    step. All of it is memory-bound (about 21 GB/s on one core, rows evicted by the
+    the paired dots 0.44, the scale 0.14, which the row scales have since saved: 1.265x
+    -> 1.255x one product along the runs, three rounds each, same products and errors),
+    the omega recurrence and the passes 0.15-0.28, T's Ritz pairs and the stop 0.14, and
+    each call's start and Ritz vectors 0.5 ms a step. All of it is memory-bound (about 21 GB/s on one core, rows evicted by the
     product): alpha taken before the first update, with the updates as one 2-row
     ``addmm`` or as two axpys, was no faster, nor was a reused buffer for the Ritz
     vectors (0.04 ms a step, for results that would alias the workspace). Beyond 10
@@ -285,7 +291,8 @@ def lanczos(
 
     Args:
         matvec: The operator: a ``LinearOperator`` (dim, dtype, device taken from it)
-            or a function ``v -> A v`` on flat vectors.
+            or a function ``v -> A v`` on flat vectors. Linear: it is given basis rows,
+            multiples of the Lanczos vectors, not unit vectors.
         dim: Vector length; required unless ``matvec`` is a ``LinearOperator``.
         k: Number of eigenpairs.
         v0: Start vector of shape ``(dim,)``, or ``(n, dim)`` rows whose sum is the start
@@ -364,13 +371,16 @@ def lanczos(
     # ~4 eps ||A|| / beta); 8 eps keeps the estimates above the measured overlaps.
     unit = 8.0 * eps
 
-    def orthogonalise_(w: torch.Tensor, q_basis: torch.Tensor, norm_before: torch.Tensor) -> torch.Tensor:
-        # Classical Gram-Schmidt against the whole basis: one product Q w for the overlaps,
-        # one update w -= Q^T h, and a second pass only when the DGKS test (1/sqrt(2))
-        # sees cancellation. In place, as fresh vectors cost page faults.
+    def orthogonalise_(w: torch.Tensor, rows: torch.Tensor, norm_before: torch.Tensor) -> torch.Tensor:
+        # Classical Gram-Schmidt against the whole basis: one product R w for the overlaps,
+        # one update w -= R^T (h / sigma^2) (rows are sigma_i q_i), and a second pass only
+        # when the DGKS test (1/sqrt(2)) sees cancellation. In place, as fresh vectors cost
+        # page faults.
+        inv_sq = torch.tensor(sigma[: rows.shape[0]], dtype=torch.float64).pow(-2)
+        inv_sq = inv_sq.to(device=device, dtype=dtype)
         for _ in range(2):
-            h = q_basis @ w  # (j+1,)
-            w.addmv_(q_basis.T, h, alpha=-1.0)
+            h = rows @ w  # (j+1,): sigma_i (q_i . w)
+            w.addmv_(rows.T, h * inv_sq, alpha=-1.0)
             norm_after = _norm(w)
             if norm_after > 0.7071 * norm_before:
                 break
@@ -410,23 +420,35 @@ def lanczos(
     omega_prev = np.zeros(0)
     n_reorth = 0
     scale = 0.0
+    # Row scales: basis row i holds sigma[i] * q_i. The next row is left as the recurrence
+    # writes it (kappa times w below) and its scale goes into the scalars that use it,
+    # which saves a pass over the row a step; the product is linear, so it takes the
+    # scaled row as well. kappa = -sigma[j-1] / beta_j makes sigma[j+1] / sigma[j-1] =
+    # -beta_{j+1} / beta_j, a ratio of neighbouring betas, so the scales wander slowly; a
+    # row is scaled to unit norm explicitly after a step without a q_{j-1} term (the first
+    # and after a restart) and whenever its scale leaves the range of _ROW_SCALE_LIMIT.
+    sigma: list[float] = [1.0]
     theta = s_top = residuals = errors = None
     converged = False
     for j in range(m_max):
-        q = basis[j]
-        w = matvec(q)
+        q = basis[j]  # sigma[j] * q_j
+        s_j = sigma[j]
+        w = matvec(q)  # sigma[j] * A q_j
         if w.dtype != dtype or w.device != device:
             w = w.to(device=device, dtype=dtype)
-        # The first update writes into the next basis row (the product is read once and
-        # the row is only scaled in place at the end); the last step has no next row.
+        # The first update writes into the next basis row (the product is read once); the
+        # last step has no next row. Then w = kappa * (A q_j - alpha q_j - beta_j q_{j-1}).
         target = basis[j + 1] if j + 1 < m_max else torch.empty_like(w)
-        if j > 0:
-            torch.add(w, basis[j - 1], alpha=-betas[-1], out=target)
+        coupled = j > 0 and betas[-1] != 0.0
+        if coupled:
+            kappa = -sigma[j - 1] / betas[-1]
+            torch.add(basis[j - 1], w, alpha=-sigma[j - 1] / (betas[-1] * s_j), out=target)
             w = target
-            alpha = float(q @ w)
-            w.add_(q, alpha=-alpha)
+            alpha = float(q @ w) / (s_j * kappa)
+            w.add_(q, alpha=-kappa * alpha / s_j)
         else:
-            alpha = float(q @ w)
+            kappa = s_j
+            alpha = float(q @ w) / (s_j * s_j)
             w = torch.add(w, q, alpha=-alpha, out=target)
         # Local reorthogonalization against q_j. The recurrence below takes q_{j+1} . q_j
         # to be at most psi = unit * max(1, scale / beta), the rounding one product leaves
@@ -435,13 +457,14 @@ def lanczos(
         # unit so that a small beta cannot leave an overlap near the pass's threshold eta
         # unrepaired (then ||w||^2 drops by correction^2 exactly, as ||q_j|| = 1).
         if j + 1 < m_max:  # q_j and w are adjacent rows: both dots in one pass
-            correction, beta_sq = _row_dots(basis[j : j + 2], w).tolist()
-            beta = math.sqrt(beta_sq)
+            overlap, norm_sq = _row_dots(basis[j : j + 2], w).tolist()
         else:
-            correction, beta = float(_row_dots(q[None], w)), float(_norm(w))
+            overlap, norm_sq = float(_row_dots(q[None], w)), float(_norm(w)) ** 2
+        correction = overlap / (s_j * kappa)  # q_j . w / kappa
+        beta = math.sqrt(norm_sq) / abs(kappa)
         scale = max(scale, abs(alpha))  # the largest |alpha|: ||A|| as far as T shows it
         if abs(correction) > unit * min(max(beta, scale), _LOCAL_CAP * beta):
-            w.add_(q, alpha=-correction)
+            w.add_(q, alpha=-overlap / (s_j * s_j))
             alpha += correction
             beta = math.sqrt(max(beta * beta - correction * correction, 0.0))
         if not (math.isfinite(alpha) and math.isfinite(beta)):
@@ -464,7 +487,7 @@ def lanczos(
             new[j] = psi  # q_{j+1} . q_j after the local correction
             new[j + 1] = 1.0
             if j > 0 and float(np.abs(new[:j]).max()) > eta:
-                beta = float(orthogonalise_(w, q_basis, torch.tensor(beta)))
+                beta = float(orthogonalise_(w, q_basis, torch.tensor(beta * abs(kappa)))) / abs(kappa)
                 n_reorth += 1
                 new[: j + 1] = unit * max(1.0, scale / beta)
             omega_prev, omega = omega, new
@@ -502,16 +525,21 @@ def lanczos(
             n_reorth += 2
             betas.append(0.0)
             torch.div(r, _norm(r), out=basis[j + 1])
+            sigma.append(1.0)
             omega_prev, omega = omega, np.concatenate([np.full(j + 1, unit), [1.0]])
         else:
             betas.append(beta)
-            w.div_(beta)  # w is basis[j + 1]
+            s_next = kappa * beta  # w (basis[j + 1]) = s_next * q_{j+1}
+            if not coupled or not 1.0 / _ROW_SCALE_LIMIT <= abs(s_next) <= _ROW_SCALE_LIMIT:
+                w.div_(s_next)
+                s_next = 1.0
+            sigma.append(s_next)
 
     m = len(alphas)
     theta, s_top = theta[: k + 1], s_top[:, : k + 1]
     # One (k+1, m) x (m, dim) product in the basis dtype, which reads the basis once;
     # the rows stay in that dtype (a float64 copy of float32 vectors carries no accuracy).
-    coefficients = torch.from_numpy(s_top.T.copy()).to(device=device, dtype=dtype)
+    coefficients = torch.from_numpy(s_top.T / np.asarray(sigma[:m])).to(device=device, dtype=dtype)
     vectors = coefficients @ basis[:m]
     for row in vectors:
         row /= _norm(row)
