@@ -392,9 +392,10 @@ def lanczos(
         basis = workspace.basis(m_max, dim, dtype, device)  # (m, dim)
     else:
         basis = torch.empty(m_max, dim, dtype=dtype, device=device)
-    # The start is written into the first basis row and normalised there: a row already
-    # touched, where a fresh vector would cost page faults (see LanczosWorkspace).
-    started = False
+    # The start is written into the first basis row: a row already touched, where a fresh
+    # vector would cost page faults (see LanczosWorkspace). It keeps its norm as its scale
+    # (see "Row scales" below).
+    started, s0 = False, 1.0
     if v0 is not None:
         if not (v0.shape == (dim,) or v0.ndim == 2 and v0.shape[0] >= 1 and v0.shape[1] == dim):
             raise ValueError(f"v0 must have shape ({dim},) or (n, {dim}) with n >= 1, "
@@ -406,9 +407,11 @@ def lanczos(
             torch.add(v0[0], v0[1], out=basis[0])
             for row in v0[2:]:
                 basis[0].add_(row)
-        norm = _norm(basis[0])
-        started = bool(torch.isfinite(norm) and norm > 0)
-        if started:
+        norm = float(_norm(basis[0]))
+        started = math.isfinite(norm) and norm > 0
+        if started and 1.0 / _ROW_SCALE_LIMIT <= norm <= _ROW_SCALE_LIMIT:
+            s0 = norm
+        elif started:
             basis[0].div_(norm)
     if not started:
         q = random_vector()
@@ -424,10 +427,11 @@ def lanczos(
     # writes it (kappa times w below) and its scale goes into the scalars that use it,
     # which saves a pass over the row a step; the product is linear, so it takes the
     # scaled row as well. kappa = -sigma[j-1] / beta_j makes sigma[j+1] / sigma[j-1] =
-    # -beta_{j+1} / beta_j, a ratio of neighbouring betas, so the scales wander slowly; a
-    # row is scaled to unit norm explicitly after a step without a q_{j-1} term (the first
-    # and after a restart) and whenever its scale leaves the range of _ROW_SCALE_LIMIT.
-    sigma: list[float] = [1.0]
+    # -beta_{j+1} / beta_j, a ratio of neighbouring betas, so the scales wander slowly (a
+    # step without a q_{j-1} term, the first and after a restart, multiplies the next
+    # row's by beta); a row is scaled to unit norm whenever its scale leaves the range of
+    # _ROW_SCALE_LIMIT.
+    sigma: list[float] = [s0]
     theta = s_top = residuals = errors = None
     converged = False
     for j in range(m_max):
@@ -530,7 +534,7 @@ def lanczos(
         else:
             betas.append(beta)
             s_next = kappa * beta  # w (basis[j + 1]) = s_next * q_{j+1}
-            if not coupled or not 1.0 / _ROW_SCALE_LIMIT <= abs(s_next) <= _ROW_SCALE_LIMIT:
+            if not 1.0 / _ROW_SCALE_LIMIT <= abs(s_next) <= _ROW_SCALE_LIMIT:
                 w.div_(s_next)
                 s_next = 1.0
             sigma.append(s_next)
