@@ -199,20 +199,45 @@ def _eigenvalue_errors(theta: np.ndarray, residuals: np.ndarray, k: int) -> np.n
     return errors
 
 
-def _tridiagonal_eigh(alphas: list[float], betas: list[float]) -> tuple[np.ndarray, np.ndarray]:
-    """Eigenpairs of the symmetric tridiagonal T (diagonal ``alphas``, off-diagonal ``betas``).
+class _Tridiagonal:
+    """The Lanczos matrix T, grown a step at a time.
 
-    Dense LAPACK for small T (25 us at 10 x 10), MRRR on the tridiagonal beyond (0.18 ms
-    against 0.28 at 40, 2.4 ms against 7.3 at 250); torch.linalg.eigh took 0.16 ms at 10.
+    It keeps the diagonal, the off-diagonal and, while small, T itself, so a step writes
+    three numbers instead of building T again.
+
+    ``eigh`` takes dense LAPACK for small T (25 us at 10 x 10) and MRRR on the tridiagonal
+    beyond (0.18 ms against 0.28 at 40, 2.4 ms against 7.3 at 250); torch.linalg.eigh took
+    0.16 ms at 10.
     """
-    a = np.asarray(alphas)
-    if a.shape[0] <= 32:
-        t = np.diag(a)
-        if a.shape[0] > 1:
-            off = np.asarray(betas)
-            t += np.diag(off, 1) + np.diag(off, -1)
-        return np.linalg.eigh(t)
-    return scipy.linalg.eigh_tridiagonal(a, np.asarray(betas))
+
+    _DENSE = 32
+
+    def __init__(self, size: int) -> None:
+        self.alphas = np.empty(size)  # alphas[j] = q_j . A q_j
+        self.betas = np.empty(size)  # betas[j] couples q_j and q_{j+1}; 0 after a restart
+        self.n = 0
+        d = min(size, self._DENSE)
+        self._dense = np.zeros((d, d))
+
+    def push_alpha(self, alpha: float) -> None:
+        j = self.n
+        self.alphas[j] = alpha
+        if j < self._DENSE:
+            self._dense[j, j] = alpha
+        self.n = j + 1
+
+    def push_beta(self, beta: float) -> None:
+        j = self.n - 1
+        self.betas[j] = beta
+        if j + 1 < self._DENSE:
+            self._dense[j, j + 1] = self._dense[j + 1, j] = beta
+
+    def eigh(self) -> tuple[np.ndarray, np.ndarray]:
+        """Eigenpairs of T, ascending."""
+        n = self.n
+        if n <= self._DENSE:
+            return np.linalg.eigh(self._dense[:n, :n])
+        return scipy.linalg.eigh_tridiagonal(self.alphas[:n], self.betas[: n - 1])
 
 
 def lanczos(
@@ -416,8 +441,8 @@ def lanczos(
     if not started:
         q = random_vector()
         torch.div(q, _norm(q), out=basis[0])
-    alphas: list[float] = []
-    betas: list[float] = []  # betas[j] couples q_j and q_{j+1}; 0 after a restart
+    tri = _Tridiagonal(m_max)
+    alphas, betas = tri.alphas, tri.betas  # filled up to the current step
     # omega[i] estimates q_i . q_j for the newest q_j, omega_prev the same for q_{j-1}.
     omega = np.ones(1)
     omega_prev = np.zeros(0)
@@ -443,10 +468,10 @@ def lanczos(
         # The first update writes into the next basis row (the product is read once); the
         # last step has no next row. Then w = kappa * (A q_j - alpha q_j - beta_j q_{j-1}).
         target = basis[j + 1] if j + 1 < m_max else torch.empty_like(w)
-        coupled = j > 0 and betas[-1] != 0.0
-        if coupled:
-            kappa = -sigma[j - 1] / betas[-1]
-            torch.add(basis[j - 1], w, alpha=-sigma[j - 1] / (betas[-1] * s_j), out=target)
+        beta_j = float(betas[j - 1]) if j > 0 else 0.0  # couples q_{j-1} and q_j
+        if beta_j != 0.0:
+            kappa = -sigma[j - 1] / beta_j
+            torch.add(basis[j - 1], w, alpha=-sigma[j - 1] / (beta_j * s_j), out=target)
             w = target
             alpha = float(q @ w) / (s_j * kappa)
             w.add_(q, alpha=-kappa * alpha / s_j)
@@ -473,19 +498,17 @@ def lanczos(
             beta = math.sqrt(max(beta * beta - correction * correction, 0.0))
         if not (math.isfinite(alpha) and math.isfinite(beta)):
             raise FloatingPointError(f"the operator returned non-finite values at product {j + 1}")
-        alphas.append(alpha)
+        tri.push_alpha(alpha)
         q_basis = basis[: j + 1]
         restart = beta <= 1e-12 * scale or beta == 0.0
         if j + 1 < m_max and not restart:
             # Simon's recurrence for q_i . q_{j+1}, i < j, plus a rounding term.
-            a_arr = np.asarray(alphas)
-            b_arr = np.asarray(betas)
             new = np.empty(j + 2)
             if j > 0:
-                t = b_arr[:j] * omega[1 : j + 1] + (a_arr[:j] - alpha) * omega[:j]
-                t[1:] += b_arr[: j - 1] * omega[: j - 1]
-                t -= betas[-1] * omega_prev[:j]
-                t += np.sign(t) * unit * (b_arr[:j] + beta)
+                t = betas[:j] * omega[1 : j + 1] + (alphas[:j] - alpha) * omega[:j]
+                t[1:] += betas[: j - 1] * omega[: j - 1]
+                t -= beta_j * omega_prev[:j]
+                t += np.sign(t) * unit * (betas[:j] + beta)
                 new[:j] = t / beta
             psi = unit * max(1.0, scale / beta)
             new[j] = psi  # q_{j+1} . q_j after the local correction
@@ -499,7 +522,7 @@ def lanczos(
         # The Ritz pairs of T, in NumPy: a few small arrays a step, where torch's
         # per-operation dispatch cost more than the arithmetic.
         n_top = min(k + 2, j + 1)  # the wanted pairs, the guard pair and its neighbour
-        evals, evecs = _tridiagonal_eigh(alphas, betas)  # ascending
+        evals, evecs = tri.eigh()  # ascending
         theta, s_top = evals[::-1][:n_top], evecs[:, ::-1][:, :n_top]  # s_top: (j+1, n_top)
         residuals = np.abs(beta * s_top[-1])
         if callback is not None:
@@ -527,19 +550,19 @@ def lanczos(
             orthogonalise_(r, q_basis, _norm(r))
             orthogonalise_(r, q_basis, _norm(r))
             n_reorth += 2
-            betas.append(0.0)
+            tri.push_beta(0.0)
             torch.div(r, _norm(r), out=basis[j + 1])
             sigma.append(1.0)
             omega_prev, omega = omega, np.concatenate([np.full(j + 1, unit), [1.0]])
         else:
-            betas.append(beta)
+            tri.push_beta(beta)
             s_next = kappa * beta  # w (basis[j + 1]) = s_next * q_{j+1}
             if not 1.0 / _ROW_SCALE_LIMIT <= abs(s_next) <= _ROW_SCALE_LIMIT:
                 w.div_(s_next)
                 s_next = 1.0
             sigma.append(s_next)
 
-    m = len(alphas)
+    m = tri.n
     theta, s_top = theta[: k + 1], s_top[:, : k + 1]
     # One (k+1, m) x (m, dim) product in the basis dtype, which reads the basis once;
     # the rows stay in that dtype (a float64 copy of float32 vectors carries no accuracy).
