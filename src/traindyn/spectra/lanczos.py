@@ -297,8 +297,9 @@ def lanczos(
     2-core host) a step's vector work took 1.6 ms (the two updates and the dot 1.06,
     the paired dots 0.44, the scale 0.14, which the row scales have since saved: 1.265x
     -> 1.255x one product along the runs, three rounds each, same products and errors),
-    the omega recurrence and the passes 0.15-0.28, T's Ritz pairs and the stop 0.14, and
-    each call's start and Ritz vectors 0.5 ms a step. All of it is memory-bound (about 21 GB/s on one core, rows evicted by the
+    the omega recurrence and the passes 0.15-0.28, T's Ritz pairs and the stop 0.14 (T
+    since grown in place, ``_Tridiagonal``: 1.254x -> 1.250x), and each call's start and
+    Ritz vectors 0.5 ms a step. All of it is memory-bound (about 21 GB/s on one core, rows evicted by the
     product): alpha taken before the first update, with the updates as one 2-row
     ``addmm`` or as two axpys, was no faster, nor was a reused buffer for the Ritz
     vectors (0.04 ms a step, for results that would alias the workspace). Beyond 10
