@@ -36,6 +36,20 @@ _ROW_SCALE_LIMIT = 2.0**16
 _NORM_CHUNK = 4096
 
 
+def _chunks(v: torch.Tensor) -> int:
+    """Chunks for the batched BLAS dots of ``_norm`` and ``_row_dots``, or 0 where they do not apply.
+
+    Not for float64 (a plain reduction is accurate), GPUs (the reduction is a tree,
+    accurate; matrix products may run in TF32 or bfloat16 when a lower float32 matmul
+    precision is set), a lower precision on CPU, or short or non-contiguous vectors.
+    """
+    m = v.shape[0] // _NORM_CHUNK
+    if m < 2 or v.dtype == torch.float64 or v.device.type != "cpu" or not v.is_contiguous() \
+            or torch.get_float32_matmul_precision() != "highest":
+        return 0
+    return m
+
+
 def _norm(v: torch.Tensor) -> torch.Tensor:
     """Euclidean norm of a flat vector by BLAS dots over chunks, summed in float64.
 
@@ -46,12 +60,8 @@ def _norm(v: torch.Tensor) -> torch.Tensor:
     (one batched product, no temporary) whose partial sums add up in float64, accurate
     to ~1e-8 (``tests/unit/test_spectra_lanczos.py``).
     """
-    n = v.shape[0]
-    m = n // _NORM_CHUNK
-    # On GPUs the reduction is a tree (accurate); matrix products may run in TF32 or
-    # bfloat16 when a lower float32 matmul precision is set.
-    if m < 2 or v.dtype == torch.float64 or v.device.type != "cpu" or not v.is_contiguous() \
-            or torch.get_float32_matmul_precision() != "highest":
+    m = _chunks(v)
+    if not m:
         return v.square().sum().sqrt()
     head = v[: m * _NORM_CHUNK].view(m, 1, _NORM_CHUNK)
     total = torch.bmm(head, head.transpose(1, 2)).sum(dtype=torch.float64)
@@ -74,12 +84,8 @@ def _row_dots(rows: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
     """
     if v.dtype == torch.float64:
         return rows @ v
-    n = v.shape[0]
-    m = n // _NORM_CHUNK
-    if m < 2 or v.device.type != "cpu" or not v.is_contiguous() or rows.stride(1) != 1 \
-            or torch.get_float32_matmul_precision() != "highest":
-        # As in _norm: a tree reduction on GPUs, and no matrix product that might run in
-        # TF32 or bfloat16.
+    m = _chunks(v) if rows.stride(1) == 1 else 0
+    if not m:  # no matrix product: it might run in TF32 or bfloat16
         return (rows * v).sum(1, dtype=torch.float64)
     a = v[: m * _NORM_CHUNK].view(m, 1, _NORM_CHUNK)
     b = rows[:, : m * _NORM_CHUNK].unflatten(1, (m, _NORM_CHUNK)).permute(1, 2, 0)  # (m, chunk, r)
@@ -299,10 +305,10 @@ def lanczos(
     -> 1.255x one product along the runs, three rounds each, same products and errors),
     the omega recurrence and the passes 0.15-0.28, T's Ritz pairs and the stop 0.14 (T
     since grown in place, ``_Tridiagonal``: 1.254x -> 1.250x), and each call's start and
-    Ritz vectors 0.5 ms a step. All of it is memory-bound (about 21 GB/s on one core, rows evicted by the
-    product): alpha taken before the first update, with the updates as one 2-row
-    ``addmm`` or as two axpys, was no faster, nor was a reused buffer for the Ritz
-    vectors (0.04 ms a step, for results that would alias the workspace). Beyond 10
+    Ritz vectors 0.5 ms a step. All of it is memory-bound (about 21 GB/s on one core,
+    rows evicted by the product): alpha taken before the first update, with the updates
+    as one 2-row ``addmm`` or as two axpys, was no faster, nor was a reused buffer for
+    the Ritz vectors (0.04 ms a step, for results that would alias the workspace). Beyond 10
     steps the pass over the basis (it reads every row twice) is most of what a step
     adds; lowering the recurrence's rounding term (8 eps) to 1 eps did not make passes
     rarer (24 against 25 in 60 steps). Selective orthogonalization (against converged
@@ -397,12 +403,13 @@ def lanczos(
     # ~4 eps ||A|| / beta); 8 eps keeps the estimates above the measured overlaps.
     unit = 8.0 * eps
 
-    def orthogonalise_(w: torch.Tensor, rows: torch.Tensor, norm_before: torch.Tensor) -> torch.Tensor:
+    def orthogonalise_(w: torch.Tensor, rows: torch.Tensor, scales: list[float],
+                       norm_before: torch.Tensor) -> torch.Tensor:
         # Classical Gram-Schmidt against the whole basis: one product R w for the overlaps,
-        # one update w -= R^T (h / sigma^2) (rows are sigma_i q_i), and a second pass only
-        # when the DGKS test (1/sqrt(2)) sees cancellation. In place, as fresh vectors cost
-        # page faults.
-        inv_sq = torch.tensor(sigma[: rows.shape[0]], dtype=torch.float64).pow(-2)
+        # one update w -= R^T (h / sigma^2) (rows are sigma_i q_i, sigma_i = scales[i]), and
+        # a second pass only when the DGKS test (1/sqrt(2)) sees cancellation. In place, as
+        # fresh vectors cost page faults.
+        inv_sq = torch.tensor(scales, dtype=torch.float64).pow(-2)
         inv_sq = inv_sq.to(device=device, dtype=dtype)
         for _ in range(2):
             h = rows @ w  # (j+1,): sigma_i (q_i . w)
@@ -515,7 +522,7 @@ def lanczos(
             new[j] = psi  # q_{j+1} . q_j after the local correction
             new[j + 1] = 1.0
             if j > 0 and float(np.abs(new[:j]).max()) > eta:
-                beta = float(orthogonalise_(w, q_basis, torch.tensor(beta * abs(kappa)))) / abs(kappa)
+                beta = float(orthogonalise_(w, q_basis, sigma, torch.tensor(beta * abs(kappa)))) / abs(kappa)
                 n_reorth += 1
                 new[: j + 1] = unit * max(1.0, scale / beta)
             omega_prev, omega = omega, new
@@ -548,8 +555,8 @@ def lanczos(
         if restart:
             # Invariant subspace: restart orthogonally so the other eigenvalues stay reachable.
             r = random_vector()
-            orthogonalise_(r, q_basis, _norm(r))
-            orthogonalise_(r, q_basis, _norm(r))
+            orthogonalise_(r, q_basis, sigma, _norm(r))
+            orthogonalise_(r, q_basis, sigma, _norm(r))
             n_reorth += 2
             tri.push_beta(0.0)
             torch.div(r, _norm(r), out=basis[j + 1])
