@@ -8,13 +8,14 @@ STAMP := $(VENV)/.traindyn-installed
 CORES ?= all
 FASHION_DIR := /usr/share/datasets/fashion-mnist
 
-.PHONY: figures test lint report bench data-packages clean-results help
+.PHONY: figures test lint report docs bench data-packages clean-results help
 
 help:
 	@echo "make figures   - build every figure under results/figures (creates .venv if absent)"
 	@echo "make test      - run the whole test suite (unit, workflow, tiny end-to-end DAG)"
 	@echo "make lint      - ruff, snakefmt --check and snakemake --lint"
 	@echo "make report    - results/report.html with every figure and its caption"
+	@echo "make docs      - docs/results/*.md and the README's headlines from results/ (traindyn report)"
 	@echo "make bench     - benchmarks against peers (JSON under results/benchmarks/)"
 
 $(STAMP): pyproject.toml requirements.lock
@@ -38,8 +39,16 @@ data-packages:
 	  fi; \
 	fi
 
+# From a results folder with no study analysed yet, the run's wall time goes to results/timing.json
+# (the quick start quotes it after `make docs`).
 figures: $(STAMP) data-packages
-	$(BIN)/snakemake --cores $(CORES) --workflow-profile workflow/profiles/local
+	@fresh=$$(test -d results/analysis || echo yes); start=$$(date +%s); \
+	$(BIN)/snakemake --cores $(CORES) --workflow-profile workflow/profiles/local && \
+	if [ -n "$$fresh" ]; then $(BIN)/python -m traindyn.report.timing $$start $(CORES) > results/.timing.json && \
+	  mv results/.timing.json results/timing.json; fi
+
+docs: $(STAMP)
+	$(BIN)/traindyn report
 
 report: $(STAMP)
 	$(BIN)/snakemake --cores $(CORES) --workflow-profile workflow/profiles/local --report results/report.html
@@ -58,6 +67,8 @@ bench: $(STAMP) data-packages
 	$(BIN)/python -m pip install --quiet --no-deps curvlinops-for-pytorch==3.0.1 hessian-eigenthings==1.0.0a5 \
 	  einops==0.8.2 einconv==0.1.0 opt-einsum==3.4.0 linear_operator==0.6.1
 	mkdir -p results/benchmarks
+	$(BIN)/python -c 'import json; from traindyn.report import provenance; print(json.dumps(provenance(), indent=2))' \
+	  > results/benchmarks/provenance.json
 	$(BIN)/snakemake --cores 1 results/data/fashion-mnist results/data/shakespeare --workflow-profile workflow/profiles/local
 	$(BIN)/python benchmarks/bench_train.py --data-dir results/data/fashion-mnist > results/benchmarks/train.json
 	$(BIN)/python benchmarks/bench_spectra.py --data-dir results/data/fashion-mnist > results/benchmarks/spectra.json

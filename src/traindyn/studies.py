@@ -5,7 +5,8 @@ A study module (``traindyn.<study>``) exposes:
 - ``runs(cfg) -> dict[str, RunSpec]``: every run of the resolved config, keyed by run id;
 - ``checks(cfg) -> list[str]``: cross-key problems of a config that passed the schema;
 - ``callbacks(spec) -> list[Callback]``: what the study measures or changes in one run;
-- ``aggregate(run_dirs, out_dir, cfg) -> dict``: finished runs -> tables + summary.json.
+- ``aggregate(run_dirs, out_dir, cfg) -> dict``: finished runs -> tables, returning the summary
+  (written as ``summary.json`` and rendered as ``summary.md`` by ``traindyn.report``).
 
 Adding a study adds one entry to ``STUDIES`` (and its schema section), not a branch in
 every function. The study modules are imported lazily: config validation must not pay
@@ -69,8 +70,15 @@ def callbacks(study: str, spec: RunSpec) -> list:
 
 
 def aggregate(study: str, run_dirs: list[Path], out_dir: Path, cfg: dict[str, Any]) -> dict[str, Any]:
-    """Aggregate the finished runs of ``study``; returns its summary."""
-    return study_module(study).aggregate(run_dirs, out_dir, cfg)
+    """Aggregate the finished runs of ``study`` into ``out_dir``: its tables, ``summary.md``, ``summary.json``.
+
+    Returns:
+        The summary, stamped with its provenance (commit, date, CPU).
+    """
+    from .report import write_summary
+
+    summary = study_module(study).aggregate(run_dirs, out_dir, cfg)
+    return write_summary(out_dir, study, summary)
 
 
 def cross_checks(cfg: dict[str, Any], skip: set[str] = frozenset()) -> list[str]:

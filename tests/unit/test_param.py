@@ -135,7 +135,7 @@ def test_mup_is_sp_in_standard_form_at_base_width(optimizer):
     They train alike once each SP layer's LR is muP's LR mapped to standard form,
     W_eff = m W: SGD lr * m^2, Adam lr * m and eps / m (mup's "muP equals SP at base width", here
     with the NTK-style per-layer LR that multiplier form implies). With one shared LR
-    the two differ: that is why METHODS.md needs a separate LR grid per parameterization.
+    the two differ: that is why each parameterization needs its own LR grid per parameterization.
     """
     x, y = _batch(0)
     mup, sp, sp_plain = _mlp("mup", N0, bias=True), _mlp("sp", N0, bias=True), _mlp("sp", N0)

@@ -84,14 +84,31 @@ def test_bootstrap_interval_is_degenerate_without_noise_and_covers_the_shift_wit
 
 
 def test_summary_markdown_quotes_the_summary_numbers():
-    from traindyn.scaling.report import summary_markdown
+    from traindyn.report.scaling import markdown
 
     entry = {"mean": 0.31, "ci95": 0.12, "optimum_at_edge_share": 0.2, "best_lr": {"32": 20.0, "512": 25.0},
-             "largest_stable_lr": {"32": 80.0, "512": 40.0},
+             "largest_stable_lr": {"32": 80.0, "512": 40.0}, "width_small": 32, "width_large": 512,
              "mean_curve": {"shift": 0.3, "lo": 0.1, "hi": 0.5, "ci95": 0.2}}
     summary = {"n_runs": 10, "n_diverged": 2, "lr_shift_octaves": {"mup": entry},
-               "sharpness_spread": {"mup": {"mean": 0.043, "ci95": 0.01}, "ntk_mse": {"mean": 0.2, "ci95": None}}}
-    text = summary_markdown(summary, "0123456789abcdef")
+               "sharpness_spread": {"mup": {"mean": 0.043, "ci95": 0.01}, "ntk_mse": {"mean": 0.2, "ci95": None}},
+               "provenance": {"commit": "0123456789abcdef", "date": "2026-01-01 00:00 UTC", "cpu": "x", "cpus": 2}}
+    text = markdown(summary)
+    assert text.startswith("# Scaling study: results")
     assert "| μP | +0.31 ± 0.12 | +0.30 [+0.10, +0.50] | 0.20 | 20 / 25 | 80 / 40 |" in text
     assert "| μP | 0.043 ± 0.010 |" in text and "| NTK mse | 0.200 |" in text
     assert "`0123456789ab`" in text
+    # the finding is worded from the numbers: |0.31| + 0.12 <= 1 octave and edge share 0.2 <= 0.25
+    assert "μP +0.31 ± 0.12 octaves, edge share 0.20: transfers" in text
+
+
+def test_transfer_verdicts_follow_the_numbers():
+    from traindyn.report.scaling import transfer_verdict
+
+    def e(mean, ci, edge=0.0):
+        return {"mean": mean, "ci95": ci, "optimum_at_edge_share": edge}
+
+    assert transfer_verdict(e(0.11, 0.37)) == "transfers"
+    assert transfer_verdict(e(-2.12, 0.14)) == "moves"
+    assert transfer_verdict(e(0.56, 0.53)) == "unclear"
+    assert transfer_verdict(e(0.0, 0.0, edge=1.0)) == "edge"
+    assert transfer_verdict(e(None, None)) == "none"

@@ -1,6 +1,7 @@
-"""Every `snakemake` and `traindyn` command the README shows does what the README says.
+"""Every `snakemake` and `traindyn` command the docs show does what the docs say.
 
-Each `snakemake ...` line of README.md's code blocks is dry-run (``-n``) in a temporary
+The docs are README.md, every page of docs/ (not the generated docs/results/) and the
+profiles' README. Each `snakemake ...` line of their code blocks is dry-run (``-n``) in a temporary
 working directory, as written (its own options, profile, config files and targets), and
 the jobs it schedules are compared with what the README line promises: EXPECTED maps every
 command to its expectation, and a README command missing from EXPECTED fails the test, so
@@ -29,14 +30,24 @@ from traindyn.config import load_config
 from traindyn.studies import study_runs
 
 README = ROOT / "README.md"
+DOCS = [README, *sorted((ROOT / "docs").glob("*.md")), ROOT / "workflow/profiles/README.md"]
 RUN = "results/runs/scaling/mup-w128-d2-lr10-s0/final.json"
+
+
+def docs_text() -> str:
+    """Every page whose commands are checked, one after the other."""
+    return "\n".join(p.read_text() for p in DOCS)
 
 
 def readme_commands(text: str, program: str) -> list[str]:
     """``program`` command lines of the README's fenced code blocks, continuations joined, comments cut."""
     out = []
-    for block in re.findall(r"^```[a-z]*\n(.*?)^```", text, re.M | re.S):
+    for lang, block in re.findall(r"^```([a-z]*)\n(.*?)^```", text, re.M | re.S):
+        if lang not in ("", "bash", "sh", "console"):
+            continue  # python examples run in tests/unit/test_docs_library.py
         for line in block.replace("\\\n", " ").splitlines():
+            if line.split(maxsplit=1)[:1] != [program]:
+                continue
             words = shlex.split(line, comments=True)
             if words and words[0] == program:
                 out.append(shlex.join(words))
@@ -106,6 +117,8 @@ def paper_scale(jobs, ctx):
 # README line says what it does; the check says the same in jobs.
 EXPECTED = {
     "snakemake -c4 --workflow-profile workflow/profiles/local": ("empty", everything),
+    "snakemake --workflow-profile workflow/profiles/local": ("empty", everything),
+    "snakemake --workflow-profile workflow/profiles/local --cores 4 -n": ("empty", everything),
     "snakemake -n": ("empty", everything),
     # one figure and what it needs: that figure's job, no other figure, not `all`
     "snakemake -c4 results/figures/scaling_lr_width.png": ("empty", lambda j, c: (
@@ -131,6 +144,8 @@ EXPECTED = {
     "snakemake --workflow-profile workflow/profiles/slurm -n": ("empty", everything),
     ("snakemake --workflow-profile workflow/profiles/slurm --configfile config/paper.yaml "
      "--config 'tracking={uri: http://login01.example.org:5000, defer: []}'"): ("empty", paper_scale),
+    "snakemake --workflow-profile workflow/profiles/slurm --config 'tracking={uri: http://login01.example.org:5000, defer: []}'": (
+        "empty", everything),
 }  # fmt: skip
 
 
@@ -150,21 +165,29 @@ def _build(workdir: Path, dry_run_stdout: str) -> None:
         os.utime(workdir / p, (now, now))
 
 
-def test_every_readme_snakemake_command_is_known():
-    found = readme_commands(README.read_text(), "snakemake")
+def test_every_docs_snakemake_command_is_known():
+    found = readme_commands(docs_text(), "snakemake")
     unknown = [c for c in found if c not in EXPECTED]
-    assert not unknown, ("README.md shows snakemake commands this test has no expectation for; add each to "
+    assert not unknown, ("the docs show snakemake commands this test has no expectation for; add each to "
                          f"EXPECTED in {Path(__file__).name} with what it must schedule: {unknown}")  # fmt: skip
     stale = [c for c in EXPECTED if c not in found]
-    assert not stale, f"EXPECTED lists commands the README no longer shows: {stale}"
+    assert not stale, f"EXPECTED lists commands the docs no longer show: {stale}"
 
 
 @pytest.mark.slow
-def test_every_readme_snakemake_command_schedules_what_it_says(tmp_path, venv_env):
+def test_every_docs_snakemake_command_schedules_what_it_says(tmp_path, venv_env):
     env = {**venv_env, "TRAINDYN_SLURM_ACCOUNT": "test"}
-    commands = [c for c in readme_commands(README.read_text(), "snakemake") if c in EXPECTED]
+    commands = list(dict.fromkeys(c for c in readme_commands(docs_text(), "snakemake") if c in EXPECTED))
     stdout = []
     ctx = {"default": _dry_run(["snakemake"], tmp_path / "default", env, keep=stdout)}
+    # Every figure of the default DAG is documented with its caption in docs/figures.md.
+    from traindyn.report.docs import documented_figures
+
+    patterns = [re.compile(re.sub(r"\\\{\w+\\\}", "[^/]+", re.escape(n)) + r"\.png") for n in documented_figures(ROOT)]
+    drawn = sorted(set(re.findall(r"results/figures/([^\s,]+\.png)", stdout[0])))
+    assert len(drawn) >= 30, drawn
+    undocumented = [f for f in drawn if not any(p.fullmatch(f) for p in patterns)]
+    assert not undocumented, f"figures the default DAG draws that docs/figures.md does not list: {undocumented}"
     _build(tmp_path / "built", stdout[0])
     assert _dry_run(["snakemake"], tmp_path / "built", env) == {}  # the built folder is complete
 
@@ -180,8 +203,8 @@ def test_every_readme_snakemake_command_schedules_what_it_says(tmp_path, venv_en
     assert not wrong, "README commands that do not schedule what they say:\n" + "\n".join(wrong)
 
 
-def test_every_readme_traindyn_command_parses():
-    text = README.read_text()
+def test_every_docs_traindyn_command_parses():
+    text = docs_text()
     commands = readme_commands(text, "traindyn") + table_traindyn_commands(text)
     assert len(commands) >= 5
     parser = build_parser()

@@ -1,6 +1,7 @@
 """The workflow as code: lint, format, dry run on every config, and the tiny end-to-end DAG."""
 
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -169,3 +170,28 @@ def test_tiny_dag_end_to_end(tmp_path, venv_env):
     report = snakemake([*args, "--report", "results/report.html"], tmp_path, venv_env)
     assert report.returncode == 0, report.stdout[-3000:] + report.stderr[-3000:]
     assert (results / "report.html").stat().st_size > 100_000
+    # Every caption renders cleanly (docutils prints "(ERROR/3) ..." and goes on otherwise).
+    for level in ("(WARNING/", "(ERROR/", "(SEVERE/"):
+        assert level not in report.stdout + report.stderr, (report.stdout + report.stderr)[-3000:]
+    # Every figure drawn is in docs/figures.md, with its caption.
+    from traindyn.report.docs import documented_figures
+
+    patterns = [re.compile(re.sub(r"\\\{\w+\\\}", "[^/]+", re.escape(n))) for n in documented_figures(ROOT)]
+    for png in (results / "figures").glob("*.png"):
+        assert any(p.fullmatch(png.stem) for p in patterns), f"{png.stem} is not in docs/figures.md"
+    # Each study's summary.md, and `traindyn report` turns the summaries into the docs pages.
+    for study, title in (("scaling", "# Scaling study"), ("mat", "# mat study"), ("cmd", "# cmd study"),
+                         ("lag", "# lag study")):  # fmt: skip
+        text = (results / "analysis" / study / "summary.md").read_text()
+        assert text.startswith(title) and "## Findings" in text and "written at commit" in text, study
+    site = tmp_path / "site"
+    for rel in ("README.md", "docs", "workflow/report"):
+        src = ROOT / rel
+        shutil.copytree(src, site / rel) if src.is_dir() else (site.mkdir(), shutil.copyfile(src, site / rel))
+    exe = shutil.which("traindyn", path=venv_env["PATH"])
+    out = subprocess.run([exe, "report", "--results", str(results), "--root", str(site)], cwd=tmp_path,
+                         env=venv_env, capture_output=True, text=True)  # fmt: skip
+    assert out.returncode == 0, out.stdout + out.stderr
+    for study in ("scaling", "mat", "cmd", "lag"):
+        assert (site / f"docs/results/{study}.md").read_text() == (results / "analysis" / study / "summary.md").read_text()
+    assert "not measured yet" not in (site / "README.md").read_text()

@@ -1,4 +1,4 @@
-# Lag study (METHODS.md section 4): one job per run. A grown run reads its base run's
+# Lag study (docs/methods.md, lag study): one job per run. A grown run reads its base run's
 # weights.pt; an adaptive-stacking stage also reads its probes' results (the choice is made
 # when the stage starts). Then aggregation into results/analysis/lag/ and the figures.
 from traindyn.grow.grid import dependencies

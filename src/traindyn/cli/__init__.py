@@ -21,9 +21,9 @@ def subcommands() -> list:
     forwards its argv, and importing the config validation (jsonschema, yaml) cost that
     thin client 0.16 s of CPU per job.
     """
-    from . import aggregate, cmdfit, coordcheck, data, figure, spectra, track, train
+    from . import aggregate, cmdfit, coordcheck, data, figure, report, spectra, track, train
 
-    return [data, train, spectra, cmdfit, aggregate, track, coordcheck, figure]
+    return [data, train, spectra, cmdfit, aggregate, track, coordcheck, figure, report]
 
 
 def add_study_arguments(parser: argparse.ArgumentParser, out_help: str) -> None:

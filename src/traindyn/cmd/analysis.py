@@ -62,7 +62,7 @@ def _accuracy(runs: pd.DataFrame, model: str) -> dict[str, Any]:
 
 
 def aggregate_cmd(run_dirs: list[Path], out_dir: Path, cfg: dict[str, Any]) -> dict[str, Any]:
-    """Aggregate the cmd study's runs (each with ``cmdfit.json``) into tables and summary.json.
+    """Aggregate the cmd study's runs (each with ``cmdfit.json``) into tables; return the summary.
 
     Tables: ``runs`` (one row per run and evaluated weights: val/test loss and accuracy),
     ``errors`` (relative reconstruction error per method and dimension), ``examples``,
@@ -106,11 +106,7 @@ def aggregate_cmd(run_dirs: list[Path], out_dir: Path, cfg: dict[str, Any]) -> d
     for name, table in (("runs", runs), ("errors", errors), ("examples", examples), ("corr", corr),
                         ("online", online), ("modes", modes)):  # fmt: skip
         _write(out_dir / f"{name}.parquet", table)
-    summary = _summary(runs, errors, online, modes, cfg)
-    tmp = out_dir / f".summary.json.tmp-{os.getpid()}"
-    tmp.write_text(json.dumps(summary, indent=2))
-    os.replace(tmp, out_dir / "summary.json")
-    return summary
+    return _summary(runs, errors, online, modes, cfg)
 
 
 def _summary(runs: pd.DataFrame, errors: pd.DataFrame, online: pd.DataFrame, modes: pd.DataFrame,

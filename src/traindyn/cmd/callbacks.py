@@ -48,7 +48,7 @@ def save_npz(path: Path, **arrays: Any) -> None:
 
 
 class OnlineCMDCallback(Callback):
-    """Online CMD running with training (METHODS.md section 3).
+    """Online CMD running with training (docs/methods.md, cmd study).
 
     Every ``every`` steps (and at step 0) the trainable weights are a snapshot. The first
     ``warmup`` snapshots are kept and fitted by full CMD; from then on modes and references

@@ -1,4 +1,4 @@
-"""Post-hoc Correlation Mode Decomposition of a (T, N) trajectory (METHODS.md section 3).
+"""Post-hoc Correlation Mode Decomposition of a (T, N) trajectory (docs/methods.md, cmd study).
 
 Every parameter follows one of M reference trajectories up to an affine map,
 ``w_i(t) ~ a_i * w_ref(m_i)(t) + b_i``. The modes come from complete-linkage clustering of

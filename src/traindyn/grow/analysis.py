@@ -202,7 +202,7 @@ def _write(out_dir: Path, name: str, table: pd.DataFrame) -> None:
 
 
 def aggregate_lag(run_dirs: list[Path], out_dir: Path, cfg: dict[str, Any]) -> dict[str, Any]:
-    """Write the lag study's tables and ``summary.json``.
+    """Write the lag study's tables; return its summary (NaN as None: strict JSON).
 
     Tables: ``runs``, ``lag`` (l(k) of every run), ``curves`` (val loss and sampled batch
     loss), ``growth`` (what each grown run did, adaptive choices included),
@@ -215,7 +215,7 @@ def aggregate_lag(run_dirs: list[Path], out_dir: Path, cfg: dict[str, Any]) -> d
         cfg: The resolved ``lag`` section.
 
     Returns:
-        The summary (also written to ``summary.json``).
+        The summary (``traindyn.studies.aggregate`` writes it as ``summary.json`` and ``summary.md``).
     """
     out_dir.mkdir(parents=True, exist_ok=True)
     runs, lag, curves, growth = _read(run_dirs)
@@ -268,6 +268,7 @@ def aggregate_lag(run_dirs: list[Path], out_dir: Path, cfg: dict[str, Any]) -> d
     lr_table = sweep.groupby(["param", "lr_factor"])["val_loss"].agg(["mean", "std", "count"]).reset_index()
     summary["post_growth_best_lr_factor"] = {
         p: float(c.loc[c["mean"].idxmin(), "lr_factor"]) for p, c in lr_table.groupby("param")} if len(lr_table) else {}
+    summary["post_growth_lr_factors"] = {p: sorted(float(f) for f in c["lr_factor"]) for p, c in lr_table.groupby("param")}
     summary["adaptive_vs_fixed"] = _stacking(runs, lag, cfg)
     lag_summary = pd.DataFrame([{"param": p, "statistic": stat, "lag": int(k), **v}
                                 for stat in ("spearman", "kendall", "regret", "top1")
@@ -279,8 +280,4 @@ def aggregate_lag(run_dirs: list[Path], out_dir: Path, cfg: dict[str, Any]) -> d
                         ("final_loss", final_table.reset_index()), ("base_plateau", plateau),
                         ("lr_sweep", lr_table)):  # fmt: skip
         _write(out_dir, name, table)
-    tmp = out_dir / ".summary.json.tmp"
-    summary = _clean(summary)
-    tmp.write_text(json.dumps(summary, indent=2, allow_nan=False))
-    tmp.replace(out_dir / "summary.json")
-    return summary
+    return _clean(summary)

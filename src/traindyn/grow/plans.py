@@ -7,7 +7,7 @@ down-projection are zeroed, so that in a pre-LN residual block it is exactly the
 (function-preserving growth). Plans are plain data (no torch) so the study's grid can
 write them into run specs and tests can check them without building a model.
 
-The pool (METHODS.md section 4), base ``L`` blocks grown by ``b``:
+The pool (docs/methods.md, lag study), base ``L`` blocks grown by ``b``:
 
 ================  =========================================================  ============
 strategy          plan                                                       L=4, b=2

@@ -99,7 +99,7 @@ def _model_summary(runs: pd.DataFrame, targets: pd.DataFrame, cv: pd.DataFrame) 
 
 
 def aggregate_mat(run_dirs: list[Path], out_dir: Path, cfg: dict[str, Any]) -> dict[str, Any]:
-    """Finished runs -> runs / curves / lambda / cv / to_target parquet and summary.json.
+    """Finished runs -> runs / curves / lambda / cv / to_target parquet; returns the summary.
 
     Args:
         run_dirs: Folders of the study's runs (``final.json`` and the MAT tables).
@@ -107,7 +107,7 @@ def aggregate_mat(run_dirs: list[Path], out_dir: Path, cfg: dict[str, Any]) -> d
         cfg: The resolved ``mat`` section (``target.slack``).
 
     Returns:
-        The summary (also written to ``out_dir/summary.json``).
+        The summary (``traindyn.studies.aggregate`` writes it as ``summary.json`` and ``summary.md``).
     """
     rows, curves, lambdas, cvs = [], [], [], []
     for d in map(Path, run_dirs):
@@ -173,13 +173,4 @@ def aggregate_mat(run_dirs: list[Path], out_dir: Path, cfg: dict[str, Any]) -> d
         tmp = out_dir / f".{name}.parquet.tmp"
         table.to_parquet(tmp, index=False)
         os.replace(tmp, out_dir / f"{name}.parquet")
-    tmp = out_dir / ".summary.json.tmp"
-    tmp.write_text(json.dumps(summary, indent=2, default=_json))
-    os.replace(tmp, out_dir / "summary.json")
     return summary
-
-
-def _json(value: Any) -> Any:
-    if isinstance(value, np.generic):
-        return value.item()
-    raise TypeError(f"not JSON serialisable: {type(value).__name__}")

@@ -66,7 +66,7 @@ def measurement_flops(model, x: torch.Tensor, registry, n_projections: int) -> i
 
 
 class MATCallback(Callback):
-    """Modular Adaptive Training (METHODS.md section 2) as a callback of the loop.
+    """Modular Adaptive Training (docs/methods.md, mat study) as a callback of the loop.
 
     Before the forward pass of every ``every``-th step (step 0 included) the modules'
     lambda_max are measured on a fixed held-out probe set and the policy re-selects

@@ -2,7 +2,7 @@
 
 Every policy sees the modules' layers once and, at each re-selection step, the
 measured lambda_max of every module; it returns the set of modules that train.
-The exact published threshold could not be confirmed (METHODS.md section 2), so
+The exact published threshold could not be confirmed (docs/methods.md, mat study), so
 the policies are configurable; ``ThresholdPolicy`` with ``alpha = 1`` is the
 default (a module trains while its smoothed lambda_max is at least the mean).
 """

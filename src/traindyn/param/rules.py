@@ -1,6 +1,6 @@
 """The parameterizations SP, NTK, muP and depth-muP as a table of scaling exponents.
 
-Every rule is written in "multiplier form" (METHODS.md section 1): a layer holds raw
+Every rule is written in "multiplier form" (docs/methods.md, scaling study): a layer holds raw
 weights ``W ~ N(0, sigma^2)`` and multiplies its output by a constant. With ``N`` the
 model width, ``N0`` the base width, ``gamma = sqrt(N / N0)`` and ``L`` the number of
 residual blocks, each role is one row of exponents:
@@ -28,9 +28,9 @@ muP readout    1      f^-.5 gamma^-1          gamma^2            1
   grow like N.
 
 Weight decay: with SGD the decay per step is ``lr * wd``, so the weight decay is
-divided by the LR scale (under muP: divided by gamma^2, as METHODS.md prescribes).
+divided by the LR scale (under muP: divided by gamma^2, as the muP papers prescribe).
 With Adam/AdamW the weight decay is left unscaled (mup's ``decoupled_wd`` behaviour;
-METHODS.md prescribes nothing there).
+the papers prescribe nothing there).
 
 Depth (``depth_alpha`` not None): each residual branch is multiplied by ``L^-alpha`` and
 the LR of every parameter inside a residual block by ``L^(2 alpha - 1)`` for SGD
@@ -86,7 +86,7 @@ _SP = RoleRule(-0.5, 0.0, 0.0, 0.0, 0.0)
 _NTK = RoleRule(0.0, -0.5, 0.0, 0.0, 0.0)
 _FIXED = RoleRule(0.0, 0.0, 0.0, 0.0, 0.0)
 
-#: name -> role -> exponents; METHODS.md section 1 plus the two non-matrix roles.
+#: name -> role -> exponents; docs/methods.md, scaling study plus the two non-matrix roles.
 TABLE: dict[str, dict[str, RoleRule]] = {
     "sp": {"input": _SP, "hidden": _SP, "readout": _SP, "vector": _SP, "readout_bias": _FIXED},
     "ntk": {
@@ -133,7 +133,7 @@ class Parameterization:
         name: ``"sp"``, ``"ntk"`` or ``"mup"``.
         base_width: N0, the width at which muP coincides with NTK (gamma = 1).
         depth_alpha: Residual branches are scaled by ``L^-depth_alpha`` (depth-muP);
-            None means no depth scaling. Any value in [0, 1]; METHODS.md uses 0, 0.5, 1.
+            None means no depth scaling. Any value in [0, 1]; the studies use 0, 0.5, 1.
         attn_mult: Constant in the attention-logit scale: ``attn_mult / sqrt(d_head)``
             under SP/NTK, ``attn_mult / d_head`` under muP (the table has 1).
     """

@@ -218,14 +218,14 @@ def _sharpness_stats(spectra: pd.DataFrame, steps: int, measure: str = "hessian"
 
 
 def aggregate_scaling(run_dirs: list[Path], out_dir: Path) -> dict[str, Any]:
-    """Write ``runs``, ``curves``, ``lr_transfer`` and ``spectra`` parquet tables and ``summary.json``.
+    """Write ``runs``, ``curves``, ``lr_transfer`` and ``spectra`` parquet tables; return the summary.
 
     Args:
         run_dirs: Folders of finished runs (each with final.json and metrics.parquet).
         out_dir: ``results/analysis/scaling``.
 
     Returns:
-        The summary (also written to ``summary.json``).
+        The summary (``traindyn.studies.aggregate`` writes it as ``summary.json`` and ``summary.md``).
     """
     out_dir.mkdir(parents=True, exist_ok=True)
     runs = _run_table(run_dirs)
@@ -258,14 +258,4 @@ def aggregate_scaling(run_dirs: list[Path], out_dir: Path) -> dict[str, Any]:
         tmp = out_dir / f".{name}.parquet.tmp"
         table.to_parquet(tmp, index=False)
         tmp.replace(out_dir / f"{name}.parquet")
-    from ..track import git_commit
-    from .report import summary_markdown
-
-    tmp = out_dir / ".summary.md.tmp"
-    tmp.write_text(summary_markdown(summary, git_commit()))
-    tmp.replace(out_dir / "summary.md")
-    # summary.json last: the rule's output that says the aggregation is complete
-    tmp = out_dir / ".summary.json.tmp"
-    tmp.write_text(json.dumps(summary, indent=2))
-    tmp.replace(out_dir / "summary.json")
     return summary

@@ -27,7 +27,7 @@ def ntk_operator(
     With outputs f(x_i) in R^D (D = prod of the trailing output dims) and J_c the
     n x P Jacobian of output c:
 
-    - ``"class_sum"``: K = sum_c J_c J_c^T / n, n x n (METHODS.md section 1). One
+    - ``"class_sum"``: K = sum_c J_c J_c^T / n, n x n (docs/methods.md, scaling study). One
       product costs D vector-Jacobian plus D Jacobian-vector products.
     - ``"full"``: K = J J^T / n, (n D) x (n D), indexed sample-major (i * D + c).
       One product costs one of each. Its nonzero eigenvalues are those of the

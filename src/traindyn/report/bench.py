@@ -1,0 +1,97 @@
+"""Benchmark tables of ``docs/spectral-engine.md`` from ``make bench``'s JSON.
+
+``make bench`` writes one JSON file per benchmark to ``results/benchmarks/`` and its
+``provenance.json``; ``traindyn report`` copies them to ``docs/results/benchmarks/``. The
+spectral benchmarks get tables laid out for reading (methods by products and time, the
+claimed ratios, the accuracy counts); every other benchmark is listed value by value.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from .common import fmt, stamp, table
+
+__all__ = ["benchmark_tables"]
+
+# keys that describe the run rather than measure anything
+SKIP = {"load_average_at_start", "load_average_at_end", "data", "trajectories", "torch", "quick", "threads",
+        "device", "ours_missed", "benchmark", "total_s", "scalarisation"}  # fmt: skip
+
+
+def _value(v: Any) -> str:
+    if isinstance(v, bool):
+        return "yes" if v else "no"
+    if isinstance(v, int | float):
+        return fmt(v, 3) if isinstance(v, float) else f"{v:,}"
+    if isinstance(v, list) and all(isinstance(x, int | float) for x in v) and len(v) <= 8:
+        return ", ".join(_value(x) for x in v)
+    return str(v) if not isinstance(v, dict | list) else ""
+
+
+def _leaves(obj: Any, path: tuple[str, ...] = ()) -> list[tuple[str, str]]:
+    if isinstance(obj, dict):
+        return [row for k, v in obj.items() if k not in SKIP for row in _leaves(v, (*path, str(k)))]
+    text = _value(obj)
+    return [(" / ".join(path), text)] if text else []
+
+
+def _spectra(data: dict[str, Any]) -> list[str]:
+    out = []
+    sharp = data.get("sharpness_along_training", {})
+    summary = sharp.get("summary", {})
+    if summary.get("totals"):
+        rows = [[name, _value(e.get("products")), fmt(e.get("seconds"), 3), _value(e.get("all_within_target"))]
+                for name, e in summary["totals"].items()]  # fmt: skip
+        out += [f"**Sharpness along training** ({len(sharp.get('trajectories', []))} runs, "
+                f"{sharp.get('states_per_run')} states each, every {sharp.get('every')} steps; relative error "
+                f"target {sharp.get('target_rel_err')} against a float64 reference at every state):", "",
+                *table(["method", "Hessian-vector products", "seconds", "within target at every state"], rows)]  # fmt: skip
+    if summary.get("claims"):
+        out += ["Ratios (above 1: ours needs fewer products or less time):", "",
+                *table(["comparison", "ratio"], [[k, _value(v)] for k, v in summary["claims"].items()])]  # fmt: skip
+    rest = {k: v for k, v in data.items() if k != "sharpness_along_training"}
+    rows = _leaves(rest)
+    if rows:
+        out += ["Step, product and NTK costs:", "", *table(["measure", "value"], [list(r) for r in rows])]
+    return out
+
+
+def _accuracy(data: dict[str, Any]) -> list[str]:
+    target = data.get("target_rel_err")
+    rows = []
+    for measure, e in data.get("by_measure", {}).items():
+        rows.append([f"{measure} (ours)", _value(e.get("measurements")), _value(e.get("ours_misses")),
+                     fmt(e.get("ours_worst_rel_err"), 2), _value(e.get("ours_products"))])  # fmt: skip
+        if "arpack_products" in e:
+            a = data.get("arpack", {})
+            rows.append([f"{measure} (ARPACK ncv {a.get('ncv')}, tol {a.get('tol')}, warm)",
+                         _value(e.get("measurements")), _value(e.get("arpack_misses")),
+                         fmt(e.get("arpack_worst_rel_err"), 2), _value(e.get("arpack_products"))])  # fmt: skip
+    return [f"**Every top eigenvalue the scaling study writes** ({data.get('runs')} runs) against a float64 "
+            f"reference at the same weights:", "",
+            *table(["measure", "measurements", f"off by more than {target}", "worst relative error",
+                    "products"], rows)]  # fmt: skip
+
+
+LAYOUT = {"spectra": _spectra, "spectra_accuracy": _accuracy}
+
+
+def benchmark_tables(folder: Path) -> str:
+    """Markdown tables from the committed benchmark JSON in ``folder``."""
+    folder = Path(folder)
+    files = sorted(p for p in folder.glob("*.json") if p.name != "provenance.json")
+    if not files:
+        return "No benchmark results are committed yet: run `make bench`, then `make docs`.\n"
+    prov = json.loads((folder / "provenance.json").read_text()) if (folder / "provenance.json").is_file() else None
+    lines = [stamp(prov, "make bench") + " One thread per benchmark, each comparison side by side in one run.", ""]
+    order = sorted(files, key=lambda p: (p.stem not in LAYOUT, list(LAYOUT).index(p.stem) if p.stem in LAYOUT else 0,
+                                         p.stem))  # fmt: skip
+    for path in order:
+        data = json.loads(path.read_text())
+        lines += [f"### `benchmarks/{'bench_' if path.stem != 'spectra_accuracy' else ''}{path.stem}.py`", ""]
+        lines += LAYOUT[path.stem](data) if path.stem in LAYOUT else \
+            table(["measure", "value"], [list(r) for r in _leaves(data)])
+    return "\n".join(lines).rstrip() + "\n"

@@ -1,0 +1,144 @@
+"""The lag study's results page (``summary.md``, ``docs/results/lag.md``) and headline."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .common import ci, fmt, sign_of, stamp, table
+
+__all__ = ["headline", "markdown"]
+
+PARAMS = {"sp": "SP", "mup": "depth-μP"}
+
+
+def _name(s: str) -> str:
+    return s.replace("_", " ")
+
+
+def _band(e: dict[str, Any] | None) -> str:
+    if not e or e.get("boot_lo") is None:
+        return ""
+    return f" [{e['boot_lo']:.2f}, {e['boot_hi']:.2f}]"
+
+
+def _first_lag(summary: dict[str, Any], param: str = "sp") -> tuple[int | None, float]:
+    hit = summary.get("lag_at_threshold", {}).get(param, {})
+    return hit.get("lag"), hit.get("threshold", 0.8)
+
+
+def findings(summary: dict[str, Any]) -> list[str]:
+    """What the numbers say, worded from the numbers themselves."""
+    out, T = [], summary.get("T")
+    rho = summary.get("spearman_by_lag", {})
+    lag, thr = _first_lag(summary)
+    if rho:
+        r0 = rho.get("0")
+        at = rho.get(str(lag)) if lag is not None else None
+        text = (f"- **Early prediction (SP)**: Spearman rho between l(k) and the final l(T) over the ranked strategies "
+                f"is {ci(r0)}{_band(r0)} at growth (k = 0)")  # fmt: skip
+        if lag is None:
+            text += f" and never reaches {thr} within T = {T} steps."
+        else:
+            below = r0 and at and r0["mean"] is not None and (r0["mean"] + (r0.get("ci95") or 0)
+                                                                < at["mean"] - (at.get("ci95") or 0))  # fmt: skip
+            text += (f"; the mean first reaches {thr} at k = {lag} ({lag / T:.0%} of T = {T}), where rho = {ci(at)}"
+                     f"{_band(at)}. rho(0) is {'below' if below else 'not clearly below'} rho at that lag "
+                     f"({'the intervals apart' if below else 'the intervals overlap'}).")  # fmt: skip
+        out.append(text)
+    for p, s in summary.get("strategy_spread_over_seed_sd", {}).items():
+        if s.get("ratio") is None:
+            continue
+        power = ("the strategies' final losses differ by more than seed noise" if s["ratio"] >= 1 else
+                 "the strategies' final losses differ by less than the seed-to-seed noise, so the ranking the "
+                 "correlations score is mostly noise at this scale")  # fmt: skip
+        out.append(f"- **Power ({PARAMS.get(p, p)})**: the sd of the strategies' mean final loss is "
+                   f"{fmt(s['spread'], 2)} nats against a seed sd of {fmt(s['seed_sd'], 2)} (ratio "
+                   f"{fmt(s['ratio'], 2)}; paired by seed {fmt(s.get('ratio_paired'), 2)}): {power}. Best: "
+                   f"{_name(s.get('best', '?'))}, ahead of the next by {fmt(s.get('best_gap'), 2)} nats.")  # fmt: skip
+    by_param = summary.get("spearman_by_lag_by_param", {})
+    if len(by_param) > 1:
+        parts = []
+        for p in by_param:
+            lp, _ = _first_lag(summary, p)
+            parts.append(f"{PARAMS.get(p, p)} rho(0) = {ci(by_param[p].get('0'))}, first k with rho ≥ {thr}: "
+                         f"{lp if lp is not None else 'none'}")  # fmt: skip
+        out.append("- **SP vs depth-μP**: " + "; ".join(parts) + ".")
+    best = summary.get("post_growth_best_lr_factor", {})
+    grid = summary.get("post_growth_lr_factors", {})
+    if best:
+        parts = []
+        for p, f in best.items():
+            g = grid.get(p, [])
+            edge = g and (f == min(g) or f == max(g))
+            parts.append(f"{PARAMS.get(p, p)} x{fmt(f, 2)} of the base LR" +
+                         (f" (**at the edge** of the grid {', '.join(fmt(x, 2) for x in g)}: not an optimum)" if edge
+                          else f" (interior to the grid {', '.join(fmt(x, 2) for x in g)})" if g else ""))  # fmt: skip
+        out.append("- **Post-growth LR sweep**, best factor: " + "; ".join(parts) + ".")
+    stack = summary.get("adaptive_vs_fixed", {})
+    if "adaptive" in stack:
+        a = stack["adaptive"]
+        parts = []
+        for s, e in stack.items():
+            d = e.get("adaptive_minus_this")
+            if d:
+                verdict = {1: "adaptive worse", -1: "adaptive better", 0: "no significant difference"}.get(
+                    sign_of(d), "too few seeds")  # fmt: skip
+                parts.append(f"{_name(s)} {ci(d, 3, sign=True)} ({verdict}; {e['total_steps']} steps)")
+        out.append(f"- **Adaptive gradual stacking** (n = {a.get('n')} seeds, final loss {ci(a, 3)}, "
+                   f"{a.get('total_steps')} steps with its probes), adaptive minus each fixed schedule: "
+                   + "; ".join(parts) + ". `_pc`: the fixed schedule given the probes' steps too.")  # fmt: skip
+    mom = summary.get("moments_ablation", {})
+    for s, e in mom.items():
+        out.append(f"- **Grown Adam moments** ({_name(s)}): {ci(e.get('minus_fresh'), 4, sign=True)} nats against a "
+                   "fresh AdamW.")  # fmt: skip
+    fall = summary.get("base_relative_fall")
+    if fall:
+        under = summary.get("base_undertrained", [])
+        out.append(f"- **Bases**: validation loss fell {ci(fall, 3, scale=100)}% over the last quarter of base "
+                   "training; " + (f"undertrained by the study's check: {', '.join(under)}." if under else
+                                   "every base is past its plateau by the study's check."))  # fmt: skip
+    return out
+
+
+def markdown(summary: dict[str, Any]) -> str:
+    """The study's results page, all from ``summary.json``."""
+    lines = ["# lag study: results", "", stamp(summary.get("provenance"), "results/analysis/lag/summary.json"), "",
+             f"{summary.get('n_runs', 0)} runs, {summary.get('n_diverged', 0)} diverged; T = {summary.get('T')} "
+             "steps after growth. Means ± 95% t-intervals over seeds, [bootstrap 95% band over seeds]; the "
+             "correlations rank the growth strategies (scratch is a control, not ranked).", "",
+             "## Findings", "", *findings(summary), "", "## Tables", ""]  # fmt: skip
+    rho, tau = summary.get("spearman_by_lag", {}), summary.get("kendall_by_lag", {})
+    if rho:
+        ks = sorted(rho, key=int)
+        top1, regret, cost = (summary.get(k, {}) for k in ("top1_by_lag", "regret_by_lag", "selection_cost_steps"))
+        lines += ["### Early prediction across lags (SP)", "", *table(
+            ["k (steps since growth)", "Spearman rho(k) vs l(T)", "Kendall tau(k)", "top-1 accuracy", "regret (nats)",
+             "selection cost (c - 1) k (steps)"],
+            [[k, ci(rho[k]) + _band(rho[k]), ci(tau.get(k)), fmt((top1.get(k) or {}).get("mean"), 2),
+              fmt((regret.get(k) or {}).get("mean"), 2), str(cost.get(k, ""))] for k in ks])]  # fmt: skip
+    final, start = summary.get("final_loss", {}), summary.get("loss_at_growth", {})
+    if final:
+        order = sorted(final, key=lambda s: final[s]["mean"] if final[s]["mean"] is not None else float("inf"))
+        lines += ["### Loss at growth and at the end (SP)", "", *table(
+            ["strategy", "l(0)", "l(T)"], [[_name(s), ci(start.get(s), 4), ci(final[s], 4)] for s in order])]  # fmt: skip
+    stack = summary.get("adaptive_vs_fixed", {})
+    if stack:
+        lines += ["### Gradual stacking (last stage)", "", *table(
+            ["schedule", "final loss", "total steps", "adaptive minus this"],
+            [[_name(s), ci(e, 3), str(e.get("total_steps")), ci(e.get("adaptive_minus_this"), 3, sign=True)]
+             for s, e in stack.items()])]  # fmt: skip
+    return "\n".join(lines).rstrip() + "\n"
+
+
+def headline(summary: dict[str, Any]) -> str:
+    """One table cell: the measured answer with its intervals."""
+    rho = summary.get("spearman_by_lag", {})
+    lag, thr = _first_lag(summary)
+    T = summary.get("T")
+    first = (f"first ≥ {thr} at k = {lag} ({lag / T:.0%} of T)" if lag is not None else f"never ≥ {thr} within T")
+    s = summary.get("strategy_spread_over_seed_sd", {}).get("sp", {})
+    power = ""
+    if s.get("ratio") is not None:
+        power = (f"; strategy spread / seed sd {fmt(s['ratio'], 2)}"
+                 + (" (the final ranking is mostly seed noise at this scale)" if s["ratio"] < 1 else ""))  # fmt: skip
+    return f"Spearman rho(l(k), l(T)): rho(0) = {ci(rho.get('0'))}, {first}{power}."
