@@ -97,8 +97,8 @@ def test_summary_markdown_quotes_the_summary_numbers():
     assert "| μP | +0.31 ± 0.12 | +0.30 [+0.10, +0.50] | 0.20 | 20 / 25 | 80 / 40 |" in text
     assert "| μP | 0.043 ± 0.010 |" in text and "| NTK mse | 0.200 |" in text
     assert "`0123456789ab`" in text
-    # the finding is worded from the numbers: |0.31| + 0.12 <= 1 octave and edge share 0.2 <= 0.25
-    assert "μP +0.31 ± 0.12 octaves, edge share 0.20: transfers" in text
+    # worded from the numbers: |0.31| + 0.12 <= 1 octave, 0.31 - 0.12 > 0, edge share 0.2 <= 0.25
+    assert "μP +0.31 ± 0.12 octaves (edge share 0.20): drifts, by less than an octave" in text
 
 
 def test_transfer_verdicts_follow_the_numbers():
@@ -109,6 +109,7 @@ def test_transfer_verdicts_follow_the_numbers():
 
     assert transfer_verdict(e(0.11, 0.37)) == "transfers"
     assert transfer_verdict(e(-2.12, 0.14)) == "moves"
+    assert transfer_verdict(e(0.59, 0.33)) == "drifts"
     assert transfer_verdict(e(0.56, 0.53)) == "unclear"
     assert transfer_verdict(e(0.0, 0.0, edge=1.0)) == "edge"
     assert transfer_verdict(e(None, None)) == "none"

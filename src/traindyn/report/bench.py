@@ -86,7 +86,7 @@ def benchmark_tables(folder: Path) -> str:
     if not files:
         return "No benchmark results are committed yet: run `make bench`, then `make docs`.\n"
     prov = json.loads((folder / "provenance.json").read_text()) if (folder / "provenance.json").is_file() else None
-    lines = [stamp(prov, "make bench") + " One thread per benchmark, each comparison side by side in one run.", ""]
+    lines = [stamp(prov, "`make bench`") + " One thread per benchmark, each comparison side by side in one run.", ""]
     order = sorted(files, key=lambda p: (p.stem not in LAYOUT, list(LAYOUT).index(p.stem) if p.stem in LAYOUT else 0,
                                          p.stem))  # fmt: skip
     for path in order:

@@ -14,6 +14,17 @@ METHODS = {"sgd": "SGD end point", "ema": "EMA", "swa": "SWA", "cmd_posthoc": "C
 PARAMS = {"sp": "SP", "ntk": "NTK", "mup": "μP"}
 
 
+def _models(summary: dict[str, Any]) -> dict[str, Any]:
+    """``by_model`` with the primary model first, then in the order of ``MODELS``."""
+    by = summary.get("by_model", {})
+    order = [summary.get("primary_model"), *MODELS, *by]
+    return {k: by[k] for k in dict.fromkeys(order) if k in by}
+
+
+def _count(v: Any) -> str:
+    return "not reached" if v is None else f"{v:g}" if float(v).is_integer() else fmt(v, 2)
+
+
 def _pp(entry: dict[str, Any] | None, scale: float, sign: bool = False) -> str:
     return ci(entry, 2, sign=sign, scale=scale)
 
@@ -37,7 +48,7 @@ def _significant(sig: int | None) -> str:
 
 def findings(summary: dict[str, Any]) -> list[str]:
     """What the numbers say, worded from the numbers themselves."""
-    out, by, scale = [], summary.get("by_model", {}), _scale(summary)
+    out, by, scale = [], _models(summary), _scale(summary)
     m, fixed = summary.get("primary_model"), summary.get("fixed_modes")
     rec = summary.get("reconstruction_error", {})
     if rec.get("cmd") and rec.get("pca"):
@@ -79,9 +90,8 @@ def findings(summary: dict[str, Any]) -> list[str]:
                    + f", against SGD's {_pp(summary.get('test_accuracy', {}).get('sgd'), scale)}.")  # fmt: skip
     need = summary.get("modes_needed", {})
     if need:
-        parts = [f"{PARAMS.get(p, p)} " + ", ".join(fmt(v, 2) if v is not None else "not reached"
-                                                  for _, v in sorted(w.items(), key=lambda kv: int(kv[0])))
-                 for p, w in need.items()]  # fmt: skip
+        parts = [f"{PARAMS.get(p, p)} " + ", ".join(_count(v) for _, v in sorted(w.items(), key=lambda kv: int(kv[0])))
+                 for p, w in need.items()]
         widths = " / ".join(sorted(next(iter(need.values())), key=int))
         out.append(f"- **Across parameterizations** (MLP, widths {widths}): modes needed for relative error ≤ "
                    f"{summary.get('error_threshold')}: " + "; ".join(parts) + ".")  # fmt: skip
@@ -92,7 +102,7 @@ def markdown(summary: dict[str, Any]) -> str:
     """The study's results page, all from ``summary.json``."""
     scale = _scale(summary)
     unit = " (%)" if scale == 100 else ""
-    lines = ["# cmd study: results", "", stamp(summary.get("provenance"), "results/analysis/cmd/summary.json"), "",
+    lines = ["# cmd study: results", "", stamp(summary.get("provenance"), "`results/analysis/cmd/summary.json`"), "",
              f"{summary.get('runs', 0)} runs. Means ± 95% t-intervals over seeds; differences to SGD are paired by "
              "seed. Relative reconstruction error: squared error over the trajectory's variance around its "
              "temporal mean.", "", "## Findings", "", *findings(summary), "", "## Tables", ""]  # fmt: skip
@@ -100,7 +110,7 @@ def markdown(summary: dict[str, Any]) -> str:
     if summary.get("reconstruction_error"):
         lines += [f"### Relative reconstruction error, {MODELS.get(m, m)}", "",
                   *_errors(summary["reconstruction_error"])]  # fmt: skip
-    by = summary.get("by_model", {})
+    by = _models(summary)
     if by:
         rows = []
         for method, name in METHODS.items():
@@ -123,14 +133,14 @@ def markdown(summary: dict[str, Any]) -> str:
                   f"error ≤ {summary.get('error_threshold')}", "",
                   *table(["param", *(f"width {w}" for w in widths)],
                          [[PARAMS.get(p, p), *(f"{ci(v.get(w), 3)} / "
-                                               f"{fmt(summary['modes_needed'].get(p, {}).get(w), 2)}" for w in widths)]
+                                               f"{_count(summary['modes_needed'].get(p, {}).get(w))}" for w in widths)]
                           for p, v in fixed.items()])]  # fmt: skip
     return "\n".join(lines).rstrip() + "\n"
 
 
 def headline(summary: dict[str, Any]) -> str:
     """One table cell: the measured answer with its intervals."""
-    scale, by, fixed = _scale(summary), summary.get("by_model", {}), summary.get("fixed_modes")
+    scale, by, fixed = _scale(summary), _models(summary), summary.get("fixed_modes")
     acc = [f"{MODELS.get(k, k)} {_pp(mm['minus_sgd'].get('cmd_posthoc'), scale, sign=True)}"
            for k, mm in by.items() if mm.get("minus_sgd", {}).get("cmd_posthoc")]  # fmt: skip
     signs = [sign_of(mm["minus_sgd"].get("cmd_posthoc")) for mm in by.values() if mm.get("minus_sgd")]
@@ -139,4 +149,5 @@ def headline(summary: dict[str, Any]) -> str:
     rec = summary.get("reconstruction_error", {})
     return (f"CMD post-hoc weights vs the SGD end point, test accuracy (points): {', '.join(acc)} ({gain}); "
             f"reconstruction error at M = {fixed}: CMD {fmt(rec.get('cmd', {}).get(str(fixed)))} vs PCA "
-            f"{fmt(rec.get('pca', {}).get(str(fixed)))} (PCA never worse, as Eckart-Young says).")  # fmt: skip
+            f"{fmt(rec.get('pca', {}).get(str(fixed)))}"
+            + (" (PCA never worse, as Eckart-Young says)." if summary.get("pca_never_worse_than_cmd") else "."))  # fmt: skip

@@ -52,6 +52,13 @@ CAPTIONS = {
 }
 
 
+def _valid_json(path: Path) -> None:
+    try:
+        json.loads(path.read_text())
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{path} is not valid JSON ({err}); is a run still writing it?") from None
+
+
 def collect(results: Path, root: Path) -> list[Path]:
     """Copy each study's ``summary.json`` and ``make bench``'s JSON from ``results`` into the docs.
 
@@ -62,19 +69,19 @@ def collect(results: Path, root: Path) -> list[Path]:
     for study in STUDIES:
         src = Path(results) / "analysis" / study / "summary.json"
         if src.is_file():
-            json.loads(src.read_text())  # a truncated file stops here, before it replaces a good one
+            _valid_json(src)  # a truncated file stops here, before it replaces a good one
             dst = root / SUMMARIES / f"{study}.json"
             dst.parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(src, dst)
             copied.append(dst)
     timing = Path(results) / "timing.json"
     if timing.is_file():
-        json.loads(timing.read_text())
+        _valid_json(timing)
         (root / SUMMARIES).mkdir(parents=True, exist_ok=True)
         shutil.copyfile(timing, root / SUMMARIES / "timing.json")
         copied.append(root / SUMMARIES / "timing.json")
     for src in sorted((Path(results) / "benchmarks").glob("*.json")):
-        json.loads(src.read_text())
+        _valid_json(src)
         dst = root / BENCHMARKS / src.name
         dst.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(src, dst)
@@ -93,7 +100,7 @@ def headlines(summaries: dict[str, dict]) -> str:
     for study in STUDIES:
         answer = headline(study, summaries[study]) if study in summaries else "not measured yet"
         rows.append(f"| **{study}** | {QUESTIONS[study]} | {answer} | [results](docs/results/{study}.md) |")
-    stamps = sorted({stamp(s.get("provenance"), "the studies' summary.json") for s in summaries.values()})
+    stamps = sorted({stamp(s.get("provenance"), "the studies' `summary.json`") for s in summaries.values()})
     return "\n".join(rows) + "\n\n" + "\n".join(f"<sub>{s}</sub>" for s in stamps) + "\n"
 
 

@@ -8,11 +8,20 @@ from .common import ci, fmt, sign_of, stamp, table
 
 __all__ = ["headline", "markdown"]
 
-PARAMS = {"sp": "SP", "mup": "depth-μP"}
+def _param(p: str) -> str:
+    """``sp`` -> SP, ``mup-a0.5`` -> depth-μP (α = 0.5)."""
+    if p.startswith("mup"):
+        alpha = p.partition("-a")[2]
+        return f"depth-μP (α = {alpha})" if alpha else "μP"
+    return p.upper()
+
+
+def _by_param(d: dict[str, Any]) -> dict[str, Any]:
+    return {k: d[k] for k in sorted(d, key=lambda p: (p != "sp", p))}
 
 
 def _name(s: str) -> str:
-    return s.replace("_", " ")
+    return s.removesuffix("-moments").replace("_", " ")
 
 
 def _band(e: dict[str, Any] | None) -> str:
@@ -45,32 +54,32 @@ def findings(summary: dict[str, Any]) -> list[str]:
                      f"{_band(at)}. rho(0) is {'below' if below else 'not clearly below'} rho at that lag "
                      f"({'the intervals apart' if below else 'the intervals overlap'}).")  # fmt: skip
         out.append(text)
-    for p, s in summary.get("strategy_spread_over_seed_sd", {}).items():
+    for p, s in _by_param(summary.get("strategy_spread_over_seed_sd", {})).items():
         if s.get("ratio") is None:
             continue
         power = ("the strategies' final losses differ by more than seed noise" if s["ratio"] >= 1 else
                  "the strategies' final losses differ by less than the seed-to-seed noise, so the ranking the "
                  "correlations score is mostly noise at this scale")  # fmt: skip
-        out.append(f"- **Power ({PARAMS.get(p, p)})**: the sd of the strategies' mean final loss is "
+        out.append(f"- **Power, {_param(p)}**: the sd of the strategies' mean final loss is "
                    f"{fmt(s['spread'], 2)} nats against a seed sd of {fmt(s['seed_sd'], 2)} (ratio "
                    f"{fmt(s['ratio'], 2)}; paired by seed {fmt(s.get('ratio_paired'), 2)}): {power}. Best: "
                    f"{_name(s.get('best', '?'))}, ahead of the next by {fmt(s.get('best_gap'), 2)} nats.")  # fmt: skip
-    by_param = summary.get("spearman_by_lag_by_param", {})
+    by_param = _by_param(summary.get("spearman_by_lag_by_param", {}))
     if len(by_param) > 1:
         parts = []
         for p in by_param:
             lp, _ = _first_lag(summary, p)
-            parts.append(f"{PARAMS.get(p, p)} rho(0) = {ci(by_param[p].get('0'))}, first k with rho ≥ {thr}: "
+            parts.append(f"{_param(p)} rho(0) = {ci(by_param[p].get('0'))}, first k with rho ≥ {thr}: "
                          f"{lp if lp is not None else 'none'}")  # fmt: skip
         out.append("- **SP vs depth-μP**: " + "; ".join(parts) + ".")
-    best = summary.get("post_growth_best_lr_factor", {})
+    best = _by_param(summary.get("post_growth_best_lr_factor", {}))
     grid = summary.get("post_growth_lr_factors", {})
     if best:
         parts = []
         for p, f in best.items():
             g = grid.get(p, [])
             edge = g and (f == min(g) or f == max(g))
-            parts.append(f"{PARAMS.get(p, p)} x{fmt(f, 2)} of the base LR" +
+            parts.append(f"{_param(p)} x{fmt(f, 2)} of the base LR" +
                          (f" (**at the edge** of the grid {', '.join(fmt(x, 2) for x in g)}: not an optimum)" if edge
                           else f" (interior to the grid {', '.join(fmt(x, 2) for x in g)})" if g else ""))  # fmt: skip
         out.append("- **Post-growth LR sweep**, best factor: " + "; ".join(parts) + ".")
@@ -102,7 +111,7 @@ def findings(summary: dict[str, Any]) -> list[str]:
 
 def markdown(summary: dict[str, Any]) -> str:
     """The study's results page, all from ``summary.json``."""
-    lines = ["# lag study: results", "", stamp(summary.get("provenance"), "results/analysis/lag/summary.json"), "",
+    lines = ["# lag study: results", "", stamp(summary.get("provenance"), "`results/analysis/lag/summary.json`"), "",
              f"{summary.get('n_runs', 0)} runs, {summary.get('n_diverged', 0)} diverged; T = {summary.get('T')} "
              "steps after growth. Means ± 95% t-intervals over seeds, [bootstrap 95% band over seeds]; the "
              "correlations rank the growth strategies (scratch is a control, not ranked).", "",

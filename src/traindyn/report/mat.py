@@ -10,6 +10,7 @@ __all__ = ["headline", "markdown"]
 
 MODELS = {"gpt": "GPT char-LM", "vit": "ViT"}
 PARAMS = {"sp": "SP", "mup": "μP"}
+VARIANTS = {"full": "full", "mat": "MAT", "random": "random", "inverse": "inverse MAT", "temporal": "temporal MAT"}
 
 
 def _saving(entry: dict[str, Any] | None) -> str:
@@ -31,7 +32,7 @@ def _model_table(key: str, m: dict[str, Any]) -> list[str]:
     for v in m.get("seeds", {}):
         gflops = {k: (e / 1e9 if e is not None else None) for k, e in (m["flops_to_target"].get(v) or {}).items()
                   if k in ("mean", "ci95")}  # fmt: skip
-        rows.append([v, f"{m['reached_target'].get(v, 0)}/{m['seeds'][v]}", ci(gflops, 0),
+        rows.append([VARIANTS.get(v, v), f"{m['reached_target'].get(v, 0)}/{m['seeds'][v]}", ci(gflops, 0),
                      "-" if v == "full" else ci(m["flops_saved_pct_vs_full"].get(v), 1, sign=True),
                      "-" if v == "full" else ci(m["wall_saved_pct_vs_full"].get(v), 1, sign=True),
                      ci(m["final_val_loss"].get(v), 3),
@@ -61,8 +62,9 @@ def findings(summary: dict[str, Any]) -> list[str]:
                 f"{m['seeds'].get('full', 0)}): FLOPs saved vs full {ci(mat, 1, sign=True)}%, {_saving(mat)}; "
                 f"wall time saved {ci(m['wall_saved_pct_vs_full'].get('mat'), 1, sign=True)}%.")  # fmt: skip
         if bill is not None:
-            text += (f" Over the whole run, measurements charged, MAT's FLOPs are {bill:+.1f}% of full "
-                     f"training's, with {ci(m['active_fraction'].get('mat'), 2)} of the heads active on average.")  # fmt: skip
+            text += (f" Over the whole run, measurements charged, MAT used {abs(bill):.1f}% "
+                     f"{'more' if bill > 0 else 'fewer'} FLOPs than full training, with "
+                     f"{ci(m['active_fraction'].get('mat'), 2)} of the heads active on average.")  # fmt: skip
         diff = m.get("final_val_loss_mat_minus_random")
         if diff:
             s = sign_of(diff)
@@ -88,7 +90,7 @@ def findings(summary: dict[str, Any]) -> list[str]:
 
 def markdown(summary: dict[str, Any]) -> str:
     """The study's results page, all from ``summary.json``."""
-    lines = ["# mat study: results", "", stamp(summary.get("provenance"), "results/analysis/mat/summary.json"), "",
+    lines = ["# mat study: results", "", stamp(summary.get("provenance"), "`results/analysis/mat/summary.json`"), "",
              f"{summary.get('runs', 0)} runs. Means ± 95% t-intervals over seeds; the % saved are paired by seed "
              "over the seeds where both runs reached the target (the full runs' mean final validation loss times "
              "1 + `mat.target.slack`). MAT and inverse MAT are charged their λmax measurements.", "",

@@ -18,21 +18,29 @@ def _name(key: str) -> str:
 
 
 def transfer_verdict(entry: dict[str, Any] | None) -> str:
-    """``transfers``, ``moves``, ``unclear``, ``edge`` (optima at the stability edge) or ``none`` (no fit)."""
+    """How an LR shift reads against one octave.
+
+    ``transfers`` (|shift| + ci95 within an octave, the interval holding 0), ``drifts`` (within
+    an octave, the interval excluding 0), ``moves`` (beyond an octave, interval and all),
+    ``unclear``, ``edge`` (most optima at the stability edge) or ``none`` (no fit).
+    """
     if not entry or entry.get("mean") is None:
         return "none"
     if entry.get("optimum_at_edge_share", 0.0) > EDGE_SHARE:
         return "edge"
     m, h = abs(entry["mean"]), entry.get("ci95") or 0.0
-    return "transfers" if m + h <= OCTAVE else "moves" if m - h > OCTAVE else "unclear"
+    if m + h <= OCTAVE:
+        return "drifts" if m - h > 0 else "transfers"
+    return "moves" if m - h > OCTAVE else "unclear"
 
 
 _SAYS = {
-    "transfers": "transfers (within one octave)",
+    "transfers": "transfers (within one octave, the interval holding 0)",
+    "drifts": "drifts, by less than an octave (the interval excludes 0)",
     "moves": "does not transfer (the optimum moves by more than an octave)",
     "unclear": "not established (the interval reaches past one octave)",
     "edge": "an edge shift: most fitted optima are the largest stable η0, not interior optima",
-    "none": "no shift fitted (a size has no stable η0)",
+    "none": "no shift fitted",
 }
 
 
@@ -77,9 +85,13 @@ def _transfer_lines(title: str, shifts: dict[str, Any], axis: str, label=_name) 
     parts = []
     for key, e in shifts.items():
         v = transfer_verdict(e)
-        edge = f", edge share {e['optimum_at_edge_share']:.2f}" if v != "edge" else \
-            f" (edge share {e['optimum_at_edge_share']:.2f})"
-        parts.append(f"{label(key)} {ci(e, sign=True)} octaves{edge}: {_SAYS[v]}")
+        if v == "none":
+            lost = [k for k, x in e.get("largest_stable_lr", {}).items() if not x == x]  # NaN: every η0 diverged
+            parts.append(f"{label(key)}: no shift fitted" + (f" ({axis} {', '.join(lost)} diverged at "
+                                                              f"every η0)" if lost else ""))  # fmt: skip
+            continue
+        parts.append(f"{label(key)} {ci(e, sign=True)} octaves (edge share {e['optimum_at_edge_share']:.2f}): "
+                     f"{_SAYS[v]}")  # fmt: skip
     first = next(iter(shifts.values()))
     return f"- **{title}** ({_range(first, axis)}): " + "; ".join(parts) + "."
 
@@ -131,7 +143,7 @@ def findings(summary: dict[str, Any]) -> list[str]:
 
 def markdown(summary: dict[str, Any]) -> str:
     """The study's results page: stamp, findings, then the tables, all from ``summary.json``."""
-    lines = ["# Scaling study: results", "", stamp(summary.get("provenance"), "results/analysis/scaling/summary.json"),
+    lines = ["# Scaling study: results", "", stamp(summary.get("provenance"), "`results/analysis/scaling/summary.json`"),
              "", f"{summary['n_runs']} runs, {summary['n_diverged']} diverged. Means ± 95% t-intervals over seeds; "
              "the mean-curve shift is fitted to the seed-mean loss curve, its interval a percentile bootstrap over "
              "seeds. An LR shift is the fitted optimum's move in octaves (log2) from the smallest to the largest "
@@ -158,13 +170,12 @@ def markdown(summary: dict[str, Any]) -> str:
 def headline(summary: dict[str, Any]) -> str:
     """One table cell: the measured answer with its intervals."""
     parts = []
-    for key, what in (("lr_shift_octaves", "MLP, SGD"), ("lr_shift_octaves_gpt", "GPT, Adam")):
+    for key, what in (("lr_shift_octaves", "MLP with SGD"), ("lr_shift_octaves_gpt", "GPT with Adam")):
         shifts = summary.get(key)
         if not shifts:
             continue
-        items = [f"{_name(p)} {ci(e, sign=True)} ({transfer_verdict(e).replace('moves', 'moves')})"
-                 for p, e in shifts.items()]  # fmt: skip
-        parts.append(f"LR shift across width ({what}, octaves): " + ", ".join(items))
+        items = [f"{_name(p)} {ci(e, sign=True)} ({transfer_verdict(e)})" for p, e in shifts.items()]
+        parts.append(f"best-LR shift across width, {what} (octaves): " + ", ".join(items))
     spread = summary.get("sharpness_spread", {})
     if spread.get("mup") and spread.get("ntk"):
         sep = _separated(spread["mup"], spread["ntk"])
@@ -174,6 +185,8 @@ def headline(summary: dict[str, Any]) -> str:
     if depth:
         half = depth.get("0.5") or next(iter(depth.values()))
         v = transfer_verdict(half)
-        parts.append("depth (α = 1/2): " + ("optima at the stability edge, an interior optimum not reproduced"
-                                            if v == "edge" else f"{ci(half, sign=True)} octaves ({v})"))  # fmt: skip
+        share = half.get("optimum_at_edge_share", 0.0)
+        parts.append("depth-μP (α = 1/2): " + (f"{share:.0%} of the fitted optima at the stability edge, so depth "
+                                               "transfer of an optimum is not reproduced here" if v == "edge"
+                                               else f"{ci(half, sign=True)} octaves ({v})"))  # fmt: skip
     return "; ".join(parts) + "."
