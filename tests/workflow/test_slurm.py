@@ -4,7 +4,10 @@ A single-node cluster with accounting (tests/workflow/slurm_cluster.py: munge, M
 slurmdbd, slurmctld, slurmd on this machine) runs part of the tiny DAG through
 snakemake-executor-plugin-slurm: the data stage (one group job), the dataset figure, and
 two training runs of the scaling study (one group job); the whole study would take minutes
-more and test nothing new. Jobs log live to `mlflow server` over HTTP, as cluster nodes do.
+more and test nothing new. Jobs log live to `mlflow server` over HTTP, as cluster nodes do,
+authenticated with the credentials that workflow/scripts/mlflow_server.sh created (named by
+TRAINDYN_MLFLOW_CREDENTIALS, as workflow/profiles/README.md tells users); the password
+appears in none of the run's logs, configs or MLflow params.
 
 Needs root (the fixture installs Debian's packages where missing). Where the cluster
 cannot start the tests fail with the reason; TRAINDYN_SKIP_SLURM=1 skips them on purpose.
@@ -14,12 +17,8 @@ import json
 import os
 import re
 import shutil
-import signal
-import socket
 import subprocess
-import sys
 import time
-import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,13 +26,13 @@ import pytest
 import yaml
 from conftest import ROOT
 from slurm_cluster import SlurmCluster, SlurmUnavailable, slurm_cluster
+from tracking_server import TrackingServer, start_server, stop_process, venv_env
 
 PROFILE = ROOT / "workflow" / "profiles" / "slurm"
 TINY = ROOT / "tests" / "configs" / "tiny.yaml"
 DATASETS = yaml.safe_load(TINY.read_text())["data"]["datasets"]
 N_TRAIN = 2  # training runs sent through SLURM, one group job
 SNAKEMAKE_TIMEOUT = 480  # s; the SLURM run takes about 2 min here. A hung status loop must fail, not hang CI
-SERVER_TIMEOUT = 120  # s for `mlflow server` to answer /health (about 10 s idle, 30 s on a busy 2-core VM)
 
 SKIP = os.environ.get("TRAINDYN_SKIP_SLURM") == "1"
 
@@ -46,8 +45,8 @@ def cluster_test(fn):
 
 def _venv_env() -> dict[str, str]:
     # Jobs inherit this environment (sbatch --export=ALL): they need this venv's traindyn.
-    env = dict(os.environ)
-    env["PATH"] = os.path.dirname(sys.executable) + os.pathsep + env["PATH"]
+    # No MLflow credentials: the run must get them from the server's credentials file.
+    env = venv_env()
     # Nothing from a surrounding SLURM job or site set-up may leak into the test cluster.
     for key in list(env):
         if key.startswith(("SLURM_", "SBATCH_", "SRUN_", "SALLOC_", "TRAINDYN_SLURM_")):
@@ -55,22 +54,7 @@ def _venv_env() -> dict[str, str]:
     return env
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _stop(proc: subprocess.Popen) -> None:
-    """Stop a process started in its own session, and its children."""
-    if proc.poll() is not None:
-        return
-    os.killpg(proc.pid, signal.SIGTERM)
-    try:
-        proc.wait(timeout=30)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait(timeout=10)
+_stop = stop_process
 
 
 class _Snakemake:
@@ -107,46 +91,14 @@ def _snakemake(args: list[str], cwd: Path, env: dict[str, str], timeout: float,
 
 
 # -- fixtures --------------------------------------------------------------------------------
-@dataclass
-class MlflowServer:
-    uri: str
-    proc: subprocess.Popen
-    log: Path
-
-    def wait_ready(self) -> None:
-        """Block until the server answers /health; fail with its log otherwise."""
-        deadline = time.monotonic() + SERVER_TIMEOUT
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                pytest.fail(f"mlflow server exited with {self.proc.returncode}:\n{self.log.read_text()[-3000:]}",
-                            pytrace=False)  # fmt: skip
-            try:
-                with urllib.request.urlopen(f"{self.uri}/health", timeout=2) as resp:
-                    if resp.status == 200:
-                        return
-            except OSError:
-                pass
-            time.sleep(0.5)
-        pytest.fail(f"mlflow server not healthy after {SERVER_TIMEOUT} s:\n{self.log.read_text()[-3000:]}",
-                    pytrace=False)  # fmt: skip
-
-
 @pytest.fixture(scope="module")
-def mlflow_server(tmp_path_factory):
-    """`workflow/scripts/mlflow_server.sh` on 127.0.0.1; started first, as it is slow to come up."""
-    store = tmp_path_factory.mktemp("mlflow-server")
-    port = _free_port()
-    log = store / "server.log"
-    env = {**_venv_env(), "MLFLOW_HOST": "127.0.0.1"}
-    with open(log, "wb") as out:
-        proc = subprocess.Popen([str(ROOT / "workflow/scripts/mlflow_server.sh"), str(store), str(port),
-                                 "--", "--workers", "1"],
-                                cwd=store, env=env, stdout=out, stderr=subprocess.STDOUT,
-                                start_new_session=True)  # fmt: skip
+def mlflow_server(tmp_path_factory) -> TrackingServer:
+    """`workflow/scripts/mlflow_server.sh` on 127.0.0.1 with authentication; started first (slow)."""
+    server = start_server(tmp_path_factory.mktemp("mlflow-server"))
     try:
-        yield MlflowServer(f"http://127.0.0.1:{port}", proc, log)
+        yield server
     finally:
-        _stop(proc)
+        server.stop()
 
 
 @pytest.fixture(scope="module")
@@ -218,7 +170,10 @@ def slurm_run(mlflow_server, local_reference, tmp_path_factory, request) -> Slur
     targets = ["results/notebooks/data_overview.ipynb",
                *[f"results/runs/scaling/{r}/final.json" for r in train_runs]]  # fmt: skip
     mlflow_server.wait_ready()
-    result = _snakemake([*targets, *args], work, _slurm_env(cluster), SNAKEMAKE_TIMEOUT, cluster)
+    # As workflow/profiles/README.md tells users: Snakemake reads the credentials from the
+    # file the server script created and its jobs inherit them (sbatch --export=ALL).
+    env = {**_slurm_env(cluster), "TRAINDYN_MLFLOW_CREDENTIALS": str(mlflow_server.credentials)}
+    result = _snakemake([*targets, *args], work, env, SNAKEMAKE_TIMEOUT, cluster)
     uuid = re.search(r"SLURM run ID: (\S+)", result.stdout)
     return SlurmRun(work, dry.stdout, result, train_runs, uuid.group(1) if uuid else None)
 
@@ -306,12 +261,32 @@ def test_slurm_outputs_equal_local_outputs(slurm_run, cluster, local_data):
                 )
 
 
-@cluster_test
-def test_every_slurm_job_is_tracked_on_the_mlflow_server(slurm_run, cluster, mlflow_server):
+def _client(server: TrackingServer):
+    """A client of the server with its admin credentials (MLflow reads them from the environment)."""
     from mlflow.tracking import MlflowClient
 
+    os.environ["MLFLOW_TRACKING_USERNAME"] = server.username
+    os.environ["MLFLOW_TRACKING_PASSWORD"] = server.password
+    return MlflowClient(server.uri)
+
+
+@pytest.fixture
+def server_client(mlflow_server):
+    saved = {k: os.environ.get(k) for k in ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD")}
+    try:
+        yield _client(mlflow_server)
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+@cluster_test
+def test_every_slurm_job_is_tracked_on_the_mlflow_server(slurm_run, cluster, server_client):
     _require_success(slurm_run, cluster)
-    client = MlflowClient(mlflow_server.uri)
+    client = server_client
     exp = client.get_experiment_by_name("traindyn")
     assert exp is not None, "no experiment 'traindyn' on the server"
     runs = client.search_runs([exp.experiment_id], max_results=1000)
@@ -325,6 +300,31 @@ def test_every_slurm_job_is_tracked_on_the_mlflow_server(slurm_run, cluster, mlf
                    ("figure", "data_overview", "FINISHED", parent),
                    *[("train", r, "FINISHED", parent) for r in slurm_run.train_runs]])  # fmt: skip
     assert got == want
+
+
+@cluster_test
+def test_the_password_is_in_no_log_config_or_mlflow_param(slurm_run, cluster, mlflow_server, server_client):
+    """The jobs authenticated (test above) without the password reaching any output of the run."""
+    _require_success(slurm_run, cluster)
+    password = mlflow_server.password
+    # Everything the run wrote: outputs, resolved config, job logs, SLURM logs, Snakemake's
+    # own log and output (.snakemake/, snakemake-*.out), and the server's log.
+    places = [str(slurm_run.work), str(mlflow_server.log), str(ROOT / "config.yaml"), str(TINY)]
+    grep = subprocess.run(["grep", "-r", "-l", "-F", "-e", password, *places],
+                          capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert grep.returncode == 1, f"the password is in {grep.stdout.split()} ({grep.stderr.strip()})"
+    assert list((slurm_run.work / "results/logs").rglob("*.log")), "no job logs to search"
+    assert list((slurm_run.work / ".snakemake/slurm_logs").rglob("*.log")), "no SLURM logs to search"
+    # What SLURM recorded of each submission (sacct's SubmitLine, where this SLURM has it).
+    submit = cluster.run("sacct", "-n", "-P", "--name", slurm_run.run_uuid or "-", "-o", "SubmitLine%2000",
+                         check=False)  # fmt: skip
+    assert password not in submit
+    exp = server_client.get_experiment_by_name("traindyn")
+    runs = server_client.search_runs([exp.experiment_id], max_results=1000)
+    assert runs
+    for run in runs:
+        logged = json.dumps([run.data.params, run.data.tags, run.info.run_name])
+        assert password not in logged, f"run {run.info.run_name} holds the password in a param or tag"
 
 
 @cluster_test

@@ -36,6 +36,8 @@ if not Path(RESOLVED_CONFIG).exists() or Path(RESOLVED_CONFIG).read_text() != _t
     _tmp.replace(RESOLVED_CONFIG)
 
 
+# Never list MLflow credentials here: Snakemake writes the values of declared variables into
+# job commands (`export VAR=value && ...`). Jobs inherit them from the environment instead.
 envvars:
     "PATH",
 
@@ -80,22 +82,29 @@ INVOCATION = {}
 
 onstart:
     from traindyn.config import Config
-    from traindyn.prefork import start_server
-    from traindyn.track import start_invocation
+    from traindyn.prefork import start_server, stop_server
+    from traindyn.track import TrackingAuthError, start_invocation
 
     # Local jobs start from a process with torch already imported (see traindyn.prefork);
     # on a cluster each job starts its own Python.
     if getattr(workflow.executor_plugin, "name", None) == "local":
         INVOCATION["prefork"] = start_server()
     _cfg = Config.from_dict(config)
-    INVOCATION["run_id"] = start_invocation(
-        _cfg.tracking,
-        name=f"snakemake:{CONFIG_HASH}",
-        tags={
-            "config_hash": CONFIG_HASH,
-            "targets": " ".join(map(str, workflow.dag.targetfiles)),
-        },
-    )
+    # On an MLflow server with authentication, this also loads the credentials named by
+    # TRAINDYN_MLFLOW_CREDENTIALS into this process's environment, which every job inherits.
+    try:
+        INVOCATION["run_id"] = start_invocation(
+            _cfg.tracking,
+            name=f"snakemake:{CONFIG_HASH}",
+            tags={
+                "config_hash": CONFIG_HASH,
+                "targets": " ".join(map(str, workflow.dag.targetfiles)),
+            },
+        )
+    except TrackingAuthError as err:
+        stop_server(INVOCATION.get("prefork"))
+        print(f"snakemake: {err}", file=sys.stderr)
+        sys.exit(1)
 
 
 onsuccess:

@@ -101,6 +101,7 @@ def main(argv: list[str] | None = None, allow_server: bool = True) -> int:
         parser.error(f"unrecognized arguments: {' '.join(unknown)}")
     args.overrides = [*args.overrides, *rest]
     from ..config import ConfigError
+    from ..track import TrackingAuthError
 
     try:
         cfg = _load(args)
@@ -114,6 +115,6 @@ def main(argv: list[str] | None = None, allow_server: bool = True) -> int:
     os.environ.setdefault("OMP_NUM_THREADS", str(max(1, args.threads)))
     try:
         return int(args.handler(args, cfg) or 0)
-    except (ConfigError, FileNotFoundError, ValueError) as err:
+    except (ConfigError, FileNotFoundError, ValueError, TrackingAuthError) as err:
         print(f"traindyn {args.stage}: error: {err}", file=sys.stderr)
         return 1

@@ -16,15 +16,124 @@ from typing import Any
 
 from ..config import TrackingConfig
 
-__all__ = ["PARENT_ENV", "JobRun", "end_invocation", "init_store", "job_run", "start_invocation"]
+__all__ = [
+    "CREDENTIALS_ENV",
+    "PARENT_ENV",
+    "JobRun",
+    "TrackingAuthError",
+    "end_invocation",
+    "init_store",
+    "job_run",
+    "load_credentials",
+    "start_invocation",
+]
 
 PARENT_ENV = "TRAINDYN_MLFLOW_PARENT"
 _RETRIES = 8
+
+# The credentials of an MLflow server with authentication (workflow/scripts/mlflow_server.sh
+# creates them): MLflow's client reads these variables; a job inherits them from Snakemake.
+CREDENTIALS_ENV = "TRAINDYN_MLFLOW_CREDENTIALS"  # names the file that holds them
+_USER_VARS = ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD")
+_TOKEN_VAR = "MLFLOW_TRACKING_TOKEN"
+_HOW_TO_AUTHENTICATE = (
+    "Before starting snakemake, export TRAINDYN_MLFLOW_CREDENTIALS=<the file "
+    "workflow/scripts/mlflow_server.sh created: STORE_DIR/credentials, by default "
+    "results/mlflow-server/credentials>, or export MLFLOW_TRACKING_USERNAME and "
+    "MLFLOW_TRACKING_PASSWORD (or MLFLOW_TRACKING_TOKEN)"
+)
+
+
+class TrackingAuthError(RuntimeError):
+    """The tracking server refused this process: no, wrong or insufficient credentials."""
+
+
+def _have_credentials() -> bool:
+    return bool(os.environ.get(_TOKEN_VAR)) or all(os.environ.get(v) for v in _USER_VARS)
+
+
+def _read_credentials(path: Path) -> dict[str, str]:
+    """The ``KEY=VALUE`` lines of a private file (``export``, quotes and ``#`` comments allowed)."""
+    mode = path.stat().st_mode & 0o777
+    if mode & 0o077:
+        raise TrackingAuthError(
+            f"{path} is open to group or others (mode {mode:o}), so its password is no secret: "
+            f"run `chmod 600 {path}`, and change the password if others may have read it."
+        )
+    values = {}
+    for line in path.read_text().splitlines():
+        line = line.strip()
+        if not line or line.startswith("#") or "=" not in line:
+            continue
+        key, _, value = line.removeprefix("export ").partition("=")
+        value = value.strip()
+        if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
+            value = value[1:-1]
+        values[key.strip()] = value
+    return values
+
+
+def load_credentials(uri: str) -> Path | None:
+    """Put a tracking server's credentials into this process's environment, if needed.
+
+    Only for an ``http(s)://`` tracking URI where neither ``MLFLOW_TRACKING_USERNAME`` and
+    ``MLFLOW_TRACKING_PASSWORD`` nor ``MLFLOW_TRACKING_TOKEN`` is set: they are read from
+    the file that ``TRAINDYN_MLFLOW_CREDENTIALS`` names (``workflow/scripts/mlflow_server.sh``
+    creates it, mode 600). Snakemake calls this on the submitting machine (``onstart``),
+    so its jobs, SLURM jobs included (``sbatch --export=ALL``), inherit the variables. No
+    value is printed, logged or written anywhere.
+
+    Returns:
+        The file read, or None when nothing was read.
+
+    Raises:
+        TrackingAuthError: The named file is missing, open to others or incomplete.
+    """
+    if not uri.startswith(("http://", "https://")) or _have_credentials():
+        return None
+    named = os.environ.get(CREDENTIALS_ENV)
+    if not named:
+        return None  # perhaps a server without authentication; a refusal says what to do
+    path = Path(named)
+    if not path.is_file():
+        raise TrackingAuthError(f"{CREDENTIALS_ENV}={named}: no such file. {_HOW_TO_AUTHENTICATE}.")
+    values = _read_credentials(path)
+    if values.get(_TOKEN_VAR):
+        os.environ[_TOKEN_VAR] = values[_TOKEN_VAR]
+    elif all(values.get(v) for v in _USER_VARS):
+        for var in _USER_VARS:
+            os.environ[var] = values[var]
+    else:
+        raise TrackingAuthError(f"{path} lacks MLFLOW_TRACKING_USERNAME= or MLFLOW_TRACKING_PASSWORD=")
+    return path
+
+
+def _auth_failure(err: Exception) -> TrackingAuthError | None:
+    """The error to stop with where ``err`` is a tracking server refusing this process."""
+    status = getattr(err, "get_http_status_code", lambda: None)()
+    code = getattr(err, "error_code", None)
+    user = os.environ.get(_USER_VARS[0])
+    if status == 401 or code == "UNAUTHENTICATED":
+        if not _have_credentials():
+            why = "this process has no credentials for it"
+        else:
+            why = f"it rejected user {user!r} and its password (are they this server's?)"
+        return TrackingAuthError(
+            f"the MLflow server requires authentication and {why}. {_HOW_TO_AUTHENTICATE}."
+        )
+    if status == 403 or code == "PERMISSION_DENIED":
+        return TrackingAuthError(
+            f"the MLflow server denied user {user!r} this request (403 Forbidden): use the "
+            "admin credentials of the server's credentials file, or have its admin grant "
+            f"{user!r} EDIT on the experiment."
+        )
+    return None
 
 
 def _client(uri: str):
     from mlflow.tracking import MlflowClient  # slow import: only where tracking happens
 
+    load_credentials(uri)
     return MlflowClient(tracking_uri=uri)
 
 
@@ -34,6 +143,8 @@ def _retry(fn, *args, **kwargs):
         try:
             return fn(*args, **kwargs)
         except Exception as err:  # noqa: BLE001 - MLflow wraps sqlite errors in several types
+            if (refused := _auth_failure(err)) is not None:
+                raise refused from None  # its message says what to do; MLflow's adds nothing
             transient = "locked" in str(err) or "busy" in str(err).lower()
             if not transient or attempt == _RETRIES - 1:
                 raise
@@ -67,6 +178,8 @@ def _experiment_id(client, cfg: TrackingConfig) -> str:
         location = Path(cfg.artifact_root).resolve().as_uri()
     try:
         return _retry(client.create_experiment, cfg.experiment, artifact_location=location)
+    except TrackingAuthError:
+        raise
     except Exception:  # noqa: BLE001 - lost a creation race: the experiment exists now
         return _retry(client.get_experiment_by_name, cfg.experiment).experiment_id
 
@@ -191,10 +304,13 @@ class JobRun:
 
         # The client's tracking URI resolves a server's proxied `mlflow-artifacts:` locations.
         repo = get_artifact_repository(self._artifact_uri, tracking_uri=self._client.tracking_uri)
-        if path.is_dir():
-            repo.log_artifacts(str(path), artifact_path)
-        else:
-            repo.log_artifact(str(path), artifact_path)
+        upload = repo.log_artifacts if path.is_dir() else repo.log_artifact
+        try:
+            upload(str(path), artifact_path)
+        except Exception as err:  # noqa: BLE001 - only the server's refusal is rephrased
+            if (refused := _auth_failure(err)) is not None:
+                raise refused from None
+            raise
 
 
 @contextmanager
