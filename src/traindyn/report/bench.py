@@ -38,6 +38,32 @@ def _leaves(obj: Any, path: tuple[str, ...] = ()) -> list[tuple[str, str]]:
     return [(" / ".join(path), text)] if text else []
 
 
+def _get(data: Any, path: tuple[str, ...]) -> Any:
+    for key in path:
+        if not isinstance(data, dict) or key not in data:
+            return None
+        data = data[key]
+    return data
+
+
+def _row(label: str, data: dict[str, Any], *paths: tuple[str, ...]) -> list[str] | None:
+    """``[label, "v1 / v2 / ..."]`` from the values at ``paths`` (None when any is missing)."""
+    values = [_get(data, p) for p in paths]
+    if any(v is None for v in values):
+        return None
+    return [label, " / ".join(_value(v) for v in values)]
+
+
+def _train(data: dict[str, Any]) -> list[str]:
+    rows = [_row("overhead of the pipeline's loop (evaluation, checkpoints, tracking) over a bare PyTorch loop, "
+                 "wall / CPU time", data, ("overhead_ratio",), ("overhead_ratio_cpu_time",)),
+            _row("target", data, ("target_overhead",)), _row("met", data, ("meets_target",)),
+            *[_row(f"share of the bare loop's time: {k}", data, ("overhead_components_share_of_b", k))
+              for k in (data.get("overhead_components_share_of_b") or {})],
+            _row("same batches, same losses", data, ("same_batches_same_losses",))]  # fmt: skip
+    return [f"{data.get('benchmark', '')}:", "", *table(["measure", "value"], [r for r in rows if r])]
+
+
 def _spectra(data: dict[str, Any]) -> list[str]:
     out = []
     sharp = data.get("sharpness_along_training", {})
@@ -52,10 +78,35 @@ def _spectra(data: dict[str, Any]) -> list[str]:
     if summary.get("claims"):
         out += ["Ratios (above 1: ours needs fewer products or less time):", "",
                 *table(["comparison", "ratio"], [[k, _value(v)] for k, v in summary["claims"].items()])]  # fmt: skip
-    rest = {k: v for k, v in data.items() if k != "sharpness_along_training"}
-    rows = _leaves(rest)
+    rows = [
+        _row("one Lanczos step / one Hessian-vector product, cold, at 10 / 20 / 40 steps", data,
+             *(("lanczos_step", f"step_over_hvp ({n} steps)") for n in (10, 20, 40))),
+        _row("passes over the Krylov basis in 10 / 20 / 40 steps", data,
+             *(("lanczos_step", f"reorth_steps ({n} steps)") for n in (10, 20, 40))),
+        _row("Hessian-vector product / gradient: ours (retained double backward)", data,
+             ("hvp_cost", "library_hvp_over_gradient")),
+        *[_row(f"Hessian-vector product / gradient: {name}", data, ("hvp_cost", "hvp_over_gradient", name))
+          for name in ("double_backward_rebuilt_each_call", "forward_over_reverse (torch.func jvp of grad)",
+                       "reverse_over_reverse (torch.func vjp of grad)")],
+    ]  # fmt: skip
+    ntk = data.get("ntk_matrix_free_vs_explicit", {})
+    small, large = ntk.get("feasible_size", {}), ntk.get("large", {})
+    if small:
+        what = f"NTK λmax, {small.get('n_params', 0):,} parameters, n = {small.get('n')}"
+        rows += [_row(f"{what}: time, `torch.func.jacrev` / ours (matrix-free)", small,
+                      ("time_explicit_over_matrix_free",)),
+                 _row(f"{what}: peak memory, `jacrev` / ours", small, ("peak_memory_explicit_over_matrix_free",)),
+                 _row(f"{what}: relative difference of λmax", small, ("lambda_max_rel_diff",))]  # fmt: skip
+    if large:
+        rows.append(_row(f"NTK λmax, {large.get('n_params', 0):,} parameters, n = {large.get('n')}: ours, seconds "
+                         "/ MB of memory added", large, ("matrix_free", "time_s"),
+                         ("matrix_free", "peak_increase_mb")))  # fmt: skip
+    for key, what in (("mlp_layers", "MLP layers"), ("transformer_heads", "attention heads")):
+        rows.append(_row(f"every module's λmax in one pass / one full-NTK λmax ({what})", data,
+                         ("module_ntk", key, "ratio_all_modules_over_full")))  # fmt: skip
+    rows = [r for r in rows if r]
     if rows:
-        out += ["Step, product and NTK costs:", "", *table(["measure", "value"], [list(r) for r in rows])]
+        out += ["Costs (ratios of times unless named):", "", *table(["measure", "value"], rows)]
     return out
 
 
@@ -76,7 +127,7 @@ def _accuracy(data: dict[str, Any]) -> list[str]:
                     "products"], rows)]  # fmt: skip
 
 
-LAYOUT = {"spectra": _spectra, "spectra_accuracy": _accuracy}
+LAYOUT = {"spectra": _spectra, "spectra_accuracy": _accuracy, "train": _train}
 
 
 def benchmark_tables(folder: Path) -> str:

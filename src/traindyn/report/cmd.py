@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .common import ci, fmt, sign_of, stamp, table
+from .common import ci, fmt, page_head, sign_of, table
 
 __all__ = ["headline", "markdown"]
 
@@ -102,10 +102,11 @@ def markdown(summary: dict[str, Any]) -> str:
     """The study's results page, all from ``summary.json``."""
     scale = _scale(summary)
     unit = " (%)" if scale == 100 else ""
-    lines = ["# cmd study: results", "", stamp(summary.get("provenance"), "`results/analysis/cmd/summary.json`"), "",
-             f"{summary.get('runs', 0)} runs. Means ± 95% t-intervals over seeds; differences to SGD are paired by "
+    lines = page_head("cmd study: results", "cmd", summary,
+                      f"{summary.get('runs', 0)} runs. Means ± 95% t-intervals over seeds; differences to SGD are paired by "
              "seed. Relative reconstruction error: squared error over the trajectory's variance around its "
-             "temporal mean.", "", "## Findings", "", *findings(summary), "", "## Tables", ""]  # fmt: skip
+             "temporal mean.",
+                      findings(summary))  # fmt: skip
     m = summary.get("primary_model")
     if summary.get("reconstruction_error"):
         lines += [f"### Relative reconstruction error, {MODELS.get(m, m)}", "",

@@ -8,7 +8,7 @@ import platform
 from datetime import UTC, datetime
 from typing import Any
 
-__all__ = ["ci", "cpu_name", "fmt", "provenance", "sign_of", "stamp", "table"]
+__all__ = ["ci", "cpu_name", "fmt", "page_head", "provenance", "sign_of", "stamp", "table"]
 
 
 def cpu_name() -> str:
@@ -53,6 +53,8 @@ def fmt(x: Any, digits: int = 3, sign: bool = False) -> str:
         return "n/a"
     if x == 0:
         return "0" if not sign else "+0"
+    if abs(x) < 1e-4:
+        return f"{x:{'+' if sign else ''}.{digits - 1}e}"
     mag = math.floor(math.log10(abs(x)))
     decimals = max(0, digits - 1 - mag)
     return f"{x:{'+' if sign else ''}.{decimals}f}"
@@ -74,6 +76,12 @@ def sign_of(entry: dict[str, Any] | None) -> int | None:
         return None
     lo, hi = entry["mean"] - entry["ci95"], entry["mean"] + entry["ci95"]
     return 1 if lo > 0 else -1 if hi < 0 else 0
+
+
+def page_head(title: str, study: str, summary: dict[str, Any], intro: str, findings: list[str]) -> list[str]:
+    """A results page's title, stamp, intro and findings, up to its tables' heading."""
+    return [f"# {title}", "", stamp(summary.get("provenance"), f"`results/analysis/{study}/summary.json`"), "",
+            intro, "", "## Findings", "", *findings, "", "## Tables", ""]  # fmt: skip
 
 
 def table(header: list[str], rows: list[list[str]]) -> list[str]:

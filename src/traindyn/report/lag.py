@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .common import ci, fmt, sign_of, stamp, table
+from .common import ci, fmt, page_head, sign_of, table
 
 __all__ = ["headline", "markdown"]
 
@@ -111,11 +111,11 @@ def findings(summary: dict[str, Any]) -> list[str]:
 
 def markdown(summary: dict[str, Any]) -> str:
     """The study's results page, all from ``summary.json``."""
-    lines = ["# lag study: results", "", stamp(summary.get("provenance"), "`results/analysis/lag/summary.json`"), "",
-             f"{summary.get('n_runs', 0)} runs, {summary.get('n_diverged', 0)} diverged; T = {summary.get('T')} "
+    lines = page_head("lag study: results", "lag", summary,
+                      f"{summary.get('n_runs', 0)} runs, {summary.get('n_diverged', 0)} diverged; T = {summary.get('T')} "
              "steps after growth. Means ± 95% t-intervals over seeds, [bootstrap 95% band over seeds]; the "
-             "correlations rank the growth strategies (scratch is a control, not ranked).", "",
-             "## Findings", "", *findings(summary), "", "## Tables", ""]  # fmt: skip
+             "correlations rank the growth strategies (scratch is a control, not ranked).",
+                      findings(summary))  # fmt: skip
     rho, tau = summary.get("spearman_by_lag", {}), summary.get("kendall_by_lag", {})
     if rho:
         ks = sorted(rho, key=int)

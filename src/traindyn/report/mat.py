@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .common import ci, fmt, sign_of, stamp, table
+from .common import ci, fmt, page_head, sign_of, table
 
 __all__ = ["headline", "markdown"]
 
@@ -90,11 +90,11 @@ def findings(summary: dict[str, Any]) -> list[str]:
 
 def markdown(summary: dict[str, Any]) -> str:
     """The study's results page, all from ``summary.json``."""
-    lines = ["# mat study: results", "", stamp(summary.get("provenance"), "`results/analysis/mat/summary.json`"), "",
-             f"{summary.get('runs', 0)} runs. Means ± 95% t-intervals over seeds; the % saved are paired by seed "
+    lines = page_head("mat study: results", "mat", summary,
+                      f"{summary.get('runs', 0)} runs. Means ± 95% t-intervals over seeds; the % saved are paired by seed "
              "over the seeds where both runs reached the target (the full runs' mean final validation loss times "
-             "1 + `mat.target.slack`). MAT and inverse MAT are charged their λmax measurements.", "",
-             "## Findings", "", *findings(summary), "", "## Tables", ""]  # fmt: skip
+             "1 + `mat.target.slack`). MAT and inverse MAT are charged their λmax measurements.",
+                      findings(summary))  # fmt: skip
     for key, m in summary.get("by_model", {}).items():
         lines += _model_table(key, m)
     return "\n".join(lines).rstrip() + "\n"

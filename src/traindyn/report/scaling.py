@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .common import ci, stamp, table
+from .common import ci, page_head, table
 
 __all__ = ["headline", "markdown", "transfer_verdict"]
 
@@ -143,13 +143,13 @@ def findings(summary: dict[str, Any]) -> list[str]:
 
 def markdown(summary: dict[str, Any]) -> str:
     """The study's results page: stamp, findings, then the tables, all from ``summary.json``."""
-    lines = ["# Scaling study: results", "", stamp(summary.get("provenance"), "`results/analysis/scaling/summary.json`"),
-             "", f"{summary['n_runs']} runs, {summary['n_diverged']} diverged. Means ± 95% t-intervals over seeds; "
+    lines = page_head("Scaling study: results", "scaling", summary,
+                      f"{summary['n_runs']} runs, {summary['n_diverged']} diverged. Means ± 95% t-intervals over seeds; "
              "the mean-curve shift is fitted to the seed-mean loss curve, its interval a percentile bootstrap over "
              "seeds. An LR shift is the fitted optimum's move in octaves (log2) from the smallest to the largest "
              f"size; it counts as transfer when |shift| + interval ≤ {OCTAVE:g} octave, and as an edge shift when "
-             f"more than {EDGE_SHARE:.0%} of the fitted optima are the largest stable η0.", "",
-             "## Findings", "", *findings(summary), "", "## Tables", ""]  # fmt: skip
+             f"more than {EDGE_SHARE:.0%} of the fitted optima are the largest stable η0.",
+                      findings(summary))  # fmt: skip
     if "lr_shift_octaves" in summary:
         lines += _shift_table("LR transfer across width (MLP, SGD)", summary["lr_shift_octaves"], "param", "width")
     if "lr_shift_octaves_gpt" in summary:
