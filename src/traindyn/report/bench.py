@@ -64,6 +64,57 @@ def _train(data: dict[str, Any]) -> list[str]:
     return [f"{data.get('benchmark', '')}:", "", *table(["measure", "value"], [r for r in rows if r])]
 
 
+def _rows(data: dict[str, Any], spec: list[tuple[str, tuple[tuple[str, ...], ...]]]) -> list[str]:
+    rows = [_row(label, data, *paths) for label, paths in spec]
+    return table(["measure", "value"], [r for r in rows if r])
+
+
+def _cmd(data: dict[str, Any]) -> list[str]:
+    fit = data.get("posthoc_fit", {})
+    head = (f"Post-hoc CMD of a synthetic {fit.get('t')} x {fit.get('n', 0):,} trajectory (K = {fit.get('k')}, "
+            f"M = {fit.get('m')}), and the cost of capturing a real run's trajectory:")  # fmt: skip
+    return [head, "", *_rows(data, [
+        ("post-hoc fit, seconds (target 30)", (("posthoc_fit", "fit_seconds"),)),
+        ("post-hoc fit, peak memory / trajectory size (target 3)", (("posthoc_fit", "memory_ratio"),)),
+        ("online update per snapshot, seconds", (("posthoc_fit", "online_update_seconds_per_snapshot"),)),
+        ("online update vs refitting a, b / vs the full fit, speed-up",
+         (("posthoc_fit", "online_speedup_vs_refit_ab"), ("posthoc_fit", "online_speedup_vs_full_fit"))),
+        ("trajectory capture, training overhead in CPU time / wall time",
+         (("capture", "cpu_overhead"), ("capture", "overhead"))),
+        ("trajectory capture, target overhead", (("capture", "target_overhead"),)),
+    ])]  # fmt: skip
+
+
+def _mat(data: dict[str, Any]) -> list[str]:
+    return [f"MAT's costs on the mat study's GPT ({data.get('heads')} heads, batch {data.get('batch')}):", "",
+            *_rows(data, [
+                ("every head's λmax in one pass / one full-NTK λmax (target ≤ 2)", (("ratio_all_heads_over_full",),)),
+                ("half the heads gated: % of a step's FLOPs saved / % of its wall time saved",
+                 (("flops_saved_pct_half_gated",), ("wall_saved_pct_half_gated",))),
+                ("one λmax measurement of every head, in training steps: FLOPs / wall time",
+                 (("measure_in_steps_flops",), ("measure_in_steps_wall",))),
+            ])]  # fmt: skip
+
+
+def _attention(data: dict[str, Any]) -> list[str]:
+    widths = data.get("widths", {})
+    rows = [[w, _value(e.get("per_head_ms")), _value(e.get("batched_ms")), _value(e.get("batched_foreach_ms")),
+             _value(e.get("speedup_batched")), _value(e.get("speedup_batched_foreach"))] for w, e in widths.items()]  # fmt: skip
+    return ["The GPT's training step with each head's own forward against the heads batched into one call "
+            "(and foreach Adam), ms per step:", "",
+            *table(["width", "per head", "batched", "batched + foreach Adam", "speed-up", "speed-up with foreach"],
+                   rows)]  # fmt: skip
+
+
+def _tracking(data: dict[str, Any]) -> list[str]:
+    return [f"Importing {data.get('records')} deferred MLflow records into a fresh store:", "", *_rows(data, [
+        ("seconds per record: `traindyn track` / MLflow's client call by call",
+         (("seconds_per_record", "traindyn"), ("seconds_per_record", "mlflow_client"))),
+        ("speed-up", (("speedup_vs_mlflow_client",),)),
+        ("same store contents", (("same_store_contents",),)),
+    ])]  # fmt: skip
+
+
 def _spectra(data: dict[str, Any]) -> list[str]:
     out = []
     sharp = data.get("sharpness_along_training", {})
@@ -104,6 +155,11 @@ def _spectra(data: dict[str, Any]) -> list[str]:
     for key, what in (("mlp_layers", "MLP layers"), ("transformer_heads", "attention heads")):
         rows.append(_row(f"every module's λmax in one pass / one full-NTK λmax ({what})", data,
                          ("module_ntk", key, "ratio_all_modules_over_full")))  # fmt: skip
+    load = [data.get(k) for k in ("load_average_at_start", "load_average_at_end")]
+    if all(isinstance(x, list) and x for x in load):
+        # A busy machine slows the side that happens to run while it is busy: say how busy it was.
+        rows.append(["the machine's one-minute load average at the start / end of this benchmark",
+                     f"{load[0][0]:.2f} / {load[1][0]:.2f}"])  # fmt: skip
     rows = [r for r in rows if r]
     if rows:
         out += ["Costs (ratios of times unless named):", "", *table(["measure", "value"], rows)]
@@ -127,7 +183,8 @@ def _accuracy(data: dict[str, Any]) -> list[str]:
                     "products"], rows)]  # fmt: skip
 
 
-LAYOUT = {"spectra": _spectra, "spectra_accuracy": _accuracy, "train": _train}
+LAYOUT = {"spectra": _spectra, "spectra_accuracy": _accuracy, "train": _train, "cmd": _cmd, "mat": _mat,
+          "attention": _attention, "tracking": _tracking}
 
 
 def benchmark_tables(folder: Path) -> str:
