@@ -96,7 +96,7 @@ def test_summary_markdown_quotes_the_summary_numbers():
     assert text.startswith("# Scaling study: results")
     assert "| μP | +0.31 ± 0.12 | +0.30 [+0.10, +0.50] | 0.20 | 20 / 25 | 80 / 40 |" in text
     assert "| μP | 0.043 ± 0.010 |" in text and "| NTK mse | 0.200 |" in text
-    assert "`0123456789ab`" in text
+    assert "commit 0123456789ab " in text
     # worded from the numbers: |0.31| + 0.12 <= 1 octave, 0.31 - 0.12 > 0, edge share 0.2 <= 0.25
     assert "μP +0.31 ± 0.12 octaves (edge share 0.20): drifts, by less than an octave" in text
 

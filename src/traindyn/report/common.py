@@ -38,7 +38,7 @@ def stamp(prov: dict[str, Any] | None, what: str) -> str:
         return f"Generated from {what}; it records no provenance."
     commit = str(prov.get("commit", "unknown"))
     short = commit[:12] + ("+dirty" if commit.endswith("+dirty") else "")
-    return (f"Generated from {what}, written at commit `{short}` on {prov.get('date', '?')} "
+    return (f"Generated from {what}, written at commit {short} on {prov.get('date', '?')} "
             f"by a {prov.get('machine', '?')} machine with {prov.get('cpus', '?')} CPUs "
             f"({prov.get('cpu', '?')}), Python {prov.get('python', '?')}.")  # fmt: skip
 
