@@ -1,9 +1,11 @@
 """Benchmark tables of ``docs/spectral-engine.md`` from ``make bench``'s JSON.
 
 ``make bench`` writes one JSON file per benchmark to ``results/benchmarks/`` and its
-``provenance.json``; ``traindyn report`` copies them to ``docs/results/benchmarks/``. The
-spectral benchmarks get tables laid out for reading (methods by products and time, the
-claimed ratios, the accuracy counts); every other benchmark is listed value by value.
+``provenance.json`` (a file rerun on its own carries its own ``provenance`` entry);
+``traindyn report`` copies them to ``docs/results/benchmarks/``. Each benchmark of
+``LAYOUT`` gets its key numbers laid out for reading (the spectra workload by method, its
+ratios and costs, the accuracy counts, ...); a benchmark without a layout is listed value by
+value.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ __all__ = ["benchmark_tables"]
 
 # keys that describe the run rather than measure anything
 SKIP = {"load_average_at_start", "load_average_at_end", "data", "trajectories", "torch", "quick", "threads",
-        "device", "ours_missed", "benchmark", "total_s", "scalarisation"}  # fmt: skip
+        "device", "ours_missed", "benchmark", "total_s", "scalarisation", "provenance"}  # fmt: skip
 
 
 def _value(v: Any) -> str:
@@ -200,6 +202,8 @@ def benchmark_tables(folder: Path) -> str:
     for path in order:
         data = json.loads(path.read_text())
         lines += [f"### `benchmarks/{'bench_' if path.stem != 'spectra_accuracy' else ''}{path.stem}.py`", ""]
+        if data.get("provenance") and data["provenance"] != prov:  # rerun on its own, after the others
+            lines += [stamp(data["provenance"], f"`{path.name}`"), ""]
         lines += LAYOUT[path.stem](data) if path.stem in LAYOUT else \
             table(["measure", "value"], [list(r) for r in _leaves(data)])
     return "\n".join(lines).rstrip() + "\n"
