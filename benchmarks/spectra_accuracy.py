@@ -3,17 +3,24 @@
 ``bench_spectra.py`` compares solvers on 28 states of four width-512 runs. This checks every
 number the scaling study's spectra figures take: each run of ``config.yaml``'s scaling study
 that measures spectra is trained exactly as the pipeline trains it (``traindyn.train.train``
-with the study's ``SpectraCallback``), the weights are kept at every measured step, and each
-top eigenvalue the callback wrote to ``spectra.parquet`` is compared with a float64 Lanczos
-reference (``spectra_workload.reference``, tol 1e-12) of the same operator at the same weights. Beside it, SciPy's ``eigsh``
-(ARPACK) on the same Hessian products, warm-started from its previous eigenvector, at one
-setting for the whole study (default ncv 8, tol 1e-2: bench_spectra.py's best single setting
-on its 28 states); the ratio of products is ARPACK's over ours.
+with the study's ``SpectraCallback``), the weights (and, for the Adam-trained GPT runs, Adam's
+denominator) are kept at every measured step, and each top eigenvalue the callback wrote to
+``spectra.parquet`` is compared with a float64 Lanczos reference (``spectra_workload.reference``,
+tol 1e-12) of the same operator at the same weights: Hessian, Gauss-Newton and NTK of the MLP
+runs, Hessian and Adam-preconditioned Hessian (P^-1/2 H P^-1/2) of the GPT runs. Beside it,
+SciPy's ``eigsh`` (ARPACK) on the same Hessian products, warm-started from its previous
+eigenvector, at one setting for the whole study (default ncv 8, tol 1e-2: bench_spectra.py's
+best single setting on its 28 states); the ratio of products is ARPACK's over ours.
 
 A Ritz value is a lower bound on lambda_1, so an error above the target is a miss: the
 returned value is an interior eigenvalue or a mix of a close pair.
 
-Usage: python benchmarks/spectra_accuracy.py [--jobs 2] [--runs 'sp-w512*'] [--measures hessian,gn,ntk]
+``--seeds`` replaces the seeds of the measured runs (``scaling.sharpness.seeds`` and
+``scaling.gpt_sweep.seeds``, 0-2 in config.yaml) by another set, e.g. ``3,4``: the same study
+at states that neither the default run of this benchmark nor the unit tests use.
+
+Usage: python benchmarks/spectra_accuracy.py [--jobs 2] [--runs 'sp-w512*']
+       [--measures hessian,gn,ntk,preconditioned] [--seeds 3,4]
 """
 
 from __future__ import annotations
@@ -43,9 +50,16 @@ ROOT = Path(__file__).resolve().parents[1]
 TARGET = 1e-3
 
 
-def spectra_runs(pattern: str) -> list:
+def spectra_runs(pattern: str, seeds: list[int] | None = None) -> list:
+    """The scaling study's runs that measure spectra, matching ``pattern``; with ``seeds``, the
+    same runs at those seeds instead of the configured ones (``--seeds``)."""
     cfg = load_config([ROOT / "config.yaml"])
-    runs = [s for s in scaling_runs(cfg.raw["scaling"]).values()
+    scaling = cfg.raw["scaling"]
+    if seeds is not None:
+        scaling = {**scaling, "seeds": sorted(set(scaling["seeds"]) | set(seeds)),
+                   "sharpness": {**scaling["sharpness"], "seeds": list(seeds)},
+                   "gpt_sweep": {**scaling["gpt_sweep"], "seeds": list(seeds)}}
+    runs = [s for s in scaling_runs(scaling).values()
             if "spectra" in s.extra and fnmatch.fnmatch(s.run, pattern)]
     return sorted(runs, key=lambda s: (-s.model.get("width", 0), s.run))  # slowest first
 
@@ -82,8 +96,9 @@ def check_run(job: tuple) -> list[dict]:
                 if measure == "hessian":
                     v_arpack = None
                 continue
-            row["ref"], row["ref2"] = reference(model, loss_fn, batch, measure, n_ntk=settings.get("n_ntk", 64),
-                                                ntk_kernel=settings.get("ntk_kernel", "class_sum"))
+            extra = ({"preconditioner": capture.preconditioners[step]} if measure == "preconditioned" else
+                     {"n_ntk": settings.get("n_ntk", 64), "ntk_kernel": settings.get("ntk_kernel", "class_sum")})
+            row["ref"], row["ref2"] = reference(model, loss_fn, batch, measure, **extra)
             row["ours_err"] = abs(row["ours"] - row["ref"]) / abs(row["ref"])
             if measure == "hessian":
                 value, v_arpack, n = arpack(traindyn_scipy_operator(model, loss_fn, batch), ncv=ncv,
@@ -120,7 +135,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--jobs", type=int, default=2)
     parser.add_argument("--runs", default="*", help="fnmatch pattern over run names")
-    parser.add_argument("--measures", default="hessian,gn,ntk")
+    parser.add_argument("--measures", default="hessian,gn,ntk,preconditioned",
+                        help="those a run measures are checked (the GPT runs: hessian, preconditioned)")
+    parser.add_argument("--seeds", default=None,
+                        help="comma-separated seeds replacing the measured runs' (e.g. 3,4: states the tests do not use)")
     parser.add_argument("--ncv", type=int, default=8)
     parser.add_argument("--arpack-tol", type=float, default=1e-2)
     parser.add_argument("--data-dir", default=None, help="where prepared datasets are (or go)")
@@ -129,7 +147,8 @@ def main() -> None:
     t0 = time.perf_counter()
     cfg = load_config([ROOT / "config.yaml"])
     data_root = Path(args.data_dir) if args.data_dir else Path(tempfile.mkdtemp())
-    runs = spectra_runs(args.runs)
+    seeds = [int(x) for x in args.seeds.split(",")] if args.seeds else None
+    runs = spectra_runs(args.runs, seeds)
     for name in sorted({s.dataset for s in runs}):
         if not (data_root / name / "manifest.json").is_file():
             prepare_dataset(name, cfg.data, data_root / name)
@@ -139,7 +158,8 @@ def main() -> None:
         rows = [r for run_rows in pool.imap_unordered(check_run, jobs) for r in run_rows]
     if args.rows:
         pd.DataFrame(rows).to_parquet(args.rows, index=False)
-    print(json.dumps({"runs": len(runs), "target_rel_err": TARGET, "arpack": {"ncv": args.ncv, "tol": args.arpack_tol},
+    print(json.dumps({"runs": len(runs), "seeds": sorted({s.seed for s in runs}), "target_rel_err": TARGET,
+                      "arpack": {"ncv": args.ncv, "tol": args.arpack_tol},
                       "by_measure": summarise(rows), "total_s": time.perf_counter() - t0}, indent=2))
 
 

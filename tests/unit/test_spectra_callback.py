@@ -172,3 +172,40 @@ def test_warm_start_keeps_the_top_after_the_top_two_eigenvalues_swap():
     assert abs(float(first.eigenvectors[0] @ new_top)) < 1e-3
     res = lanczos(lambda v: a2 @ v, dim=n, v0=kept, tol=1e-3, max_iter=100)
     assert abs(float(res.eigenvalues[0]) - 1.0) <= 1e-3
+
+
+def test_every_measure_is_verified(monkeypatch):
+    # The callback (and ``traindyn spectra``, which runs it over snapshots) measures every
+    # operator by ``lanczos`` with its default: each converged warm run is followed by the
+    # verification run on the deflated operator (unless the Krylov space was the whole space).
+    import sys  # noqa: PLC0415
+
+    from traindyn.spectra import lanczos  # noqa: PLC0415
+
+    module = sys.modules[lanczos.__module__]
+    runs = []
+    real = module._lanczos_run
+
+    def recorded(matvec, dim, *args, **kwargs):
+        res, tail = real(matvec, dim, *args, **kwargs)
+        runs.append(("check" if kwargs.get("floor") is not None else "warm", dim, res.n_matvec, res.converged))
+        return res, tail
+
+    monkeypatch.setattr(module, "_lanczos_run", recorded)
+    state = make_state("adam")
+    x, y = state.fixed_batch
+    state.fixed_batch = (torch.cat([x, x + 0.1]), torch.cat([y, y]))  # 32 samples: a 32 x 32 NTK
+    cb = SpectraCallback(every=1, measures=["hessian", "gn", "ntk", "preconditioned"], n_ntk=32, tol=1e-3)
+    cb.on_train_start(state)
+    train(state, [cb], 1)
+    rows = [r for r in state.tables["spectra"] if r["step"] == 1]
+    assert {r["measure"] for r in rows} == {"hessian", "gn", "ntk", "preconditioned"}
+    assert all(r["converged"] for r in rows)
+    # Every warm run that converged short of its dimension is followed by a check run.
+    for i, (kind, dim, n, converged) in enumerate(runs):
+        if kind == "warm" and converged and n < dim - 2:
+            assert runs[i + 1][0] == "check"
+    assert sum(kind == "check" for kind, *_ in runs) >= 4
+    for r in rows:  # the verified answer is the dense top eigenvalue
+        if r["measure"] == "hessian":
+            assert r["eigenvalue"] == pytest.approx(float(dense_top(state)[0]), rel=1e-3)

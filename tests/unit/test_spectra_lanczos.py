@@ -56,14 +56,15 @@ def test_float32_matvec_accumulates_in_float64():
 
 
 def test_warm_start_reduces_matvecs():
+    # The Krylov run itself (verify=False); the verification's own cost is tested below.
     a = symmetric([10.0, 9.5, 9.0] + [8.0 * (1 - i / 200) for i in range(197)], seed=3)
-    cold = lanczos(lambda v: a @ v, dim=200, tol=1e-8, max_iter=200)
+    cold = lanczos(lambda v: a @ v, dim=200, tol=1e-8, max_iter=200, verify=False)
     # The recommended warm start: the top Ritz vector plus the guard pair's.
     v0 = cold.eigenvectors[0] + cold.next_eigenvector
-    warm = lanczos(lambda v: a @ v, dim=200, tol=1e-8, max_iter=200, v0=v0)
+    warm = lanczos(lambda v: a @ v, dim=200, tol=1e-8, max_iter=200, v0=v0, verify=False)
     # Passed whole, the Ritz vectors start from their sum: the same run.
     assert torch.equal(cold.ritz_vectors, torch.stack([cold.eigenvectors[0], cold.next_eigenvector]))
-    rows = lanczos(lambda v: a @ v, dim=200, tol=1e-8, max_iter=200, v0=cold.ritz_vectors)
+    rows = lanczos(lambda v: a @ v, dim=200, tol=1e-8, max_iter=200, v0=cold.ritz_vectors, verify=False)
     assert rows.n_matvec == warm.n_matvec
     torch.testing.assert_close(rows.eigenvalues, warm.eigenvalues, rtol=1e-12, atol=0)
     assert cold.converged and warm.converged
@@ -136,16 +137,16 @@ def test_close_top_pair_from_a_start_nearly_orthogonal_to_the_top_vector(overlap
     assert res.converged
     assert abs(float(res.eigenvalues[0]) - float(ref[0])) <= 1e-3 * float(ref[0])
     # A residual test alone (the old stop, and ARPACK's) accepts the second eigenvalue.
-    naive = lanczos(lambda v: a @ v, dim=600, v0=v0, tol=1e9, vector_tol=1e-3, max_iter=100)
+    naive = lanczos(lambda v: a @ v, dim=600, v0=v0, tol=1e9, vector_tol=1e-3, max_iter=100, verify=False)
     assert abs(float(naive.eigenvalues[0]) - float(ref[1])) <= 1e-3 * float(ref[1])
 
 
 def test_eigenvalue_stop_meets_the_accuracy_with_fewer_products_than_a_residual_stop():
     a, _, _, _ = close_pair_operator(seed=1)
     ref = float(torch.linalg.eigvalsh(a)[-1])
-    for tol in (1e-2, 1e-3, 1e-5):
-        res = lanczos(lambda v: a @ v, dim=600, tol=tol, max_iter=200)
-        by_residual = lanczos(lambda v: a @ v, dim=600, tol=1e9, vector_tol=tol, max_iter=200)
+    for tol in (1e-2, 1e-3, 1e-5):  # the stops compared as such (verify=False)
+        res = lanczos(lambda v: a @ v, dim=600, tol=tol, max_iter=200, verify=False)
+        by_residual = lanczos(lambda v: a @ v, dim=600, tol=1e9, vector_tol=tol, max_iter=200, verify=False)
         assert res.converged and abs(float(res.eigenvalues[0]) - ref) <= tol * ref
         assert float(res.errors[0]) <= tol * float(res.eigenvalues[0])
         assert res.n_matvec <= by_residual.n_matvec
@@ -360,3 +361,106 @@ def test_norm_falls_back_to_a_sum_when_matmuls_may_run_in_lower_precision():
         assert abs(float(fallback) / ref - 1) < 2e-7
     finally:
         torch.set_float32_matmul_precision(kept)
+
+
+# ----------------------------------------------------------------------------- verification
+
+
+def rotated_operator(top, n=600, seed=0, bulk=(-0.05, 0.3), dtype=torch.float64):
+    """A dense symmetric operator with eigenvalues ``top`` and a bulk uniform in ``bulk``, in a
+    Householder-rotated basis; returns the matrix and the eigenvectors of ``top`` as rows."""
+    gen = torch.Generator().manual_seed(seed)
+    lo, hi = bulk
+    d = torch.cat([torch.tensor(top, dtype=torch.float64),
+                   lo + (hi - lo) * torch.rand(n - len(top), generator=gen, dtype=torch.float64)])
+    u = torch.randn(n, generator=gen, dtype=torch.float64)
+    h = torch.eye(n, dtype=torch.float64) - 2 * torch.outer(u, u) / (u @ u)
+    return (h @ torch.diag(d) @ h).to(dtype), h[:, : len(top)].T.contiguous()
+
+
+def hidden_start(vectors, weights, n, seed=1, noise=0.1):
+    """``sum(weights[i] * vectors[i]) + noise``, with its component on ``vectors[0]`` (the top
+    eigenvector) removed exactly: a warm start that holds none of lambda_1's eigenvector."""
+    gen = torch.Generator().manual_seed(seed)
+    v = sum(w * vec for w, vec in zip(weights, vectors, strict=True)) + noise * torch.randn(
+        n, generator=gen, dtype=torch.float64) / n**0.5
+    return v - (v @ vectors[0]) * vectors[0]
+
+
+ADVERSARIAL = {
+    # name: (top of the spectrum, weights of the start on those eigenvectors)
+    "orthogonal start, pair 3.6% apart": ([1.0, 0.964, 0.8, 0.7, 0.62, 0.55], [0.0, 1.0, 0.3]),
+    "pair 0.1% apart": ([1.0, 0.999, 0.8, 0.7, 0.6], [0.0, 1.0]),
+    "pair 1% apart": ([1.0, 0.99, 0.8, 0.7, 0.6], [0.0, 1.0]),
+    "pair 5% apart": ([1.0, 0.95, 0.8, 0.7, 0.6], [0.0, 1.0]),
+    "cluster of three": ([1.0, 0.99, 0.98, 0.7, 0.6], [0.0, 1.0, 0.0]),
+    "cluster of three, start on both lower": ([1.0, 0.99, 0.98, 0.7, 0.6], [0.0, 1.0, 1.0]),
+    "large negative outlier": ([1.0, 0.97, 0.6, -5.0], [0.0, 1.0, 0.0, 0.5]),
+}
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+@pytest.mark.parametrize("case", list(ADVERSARIAL))
+def test_verification_finds_a_top_eigenvector_the_warm_start_does_not_hold(case, dtype):
+    top, weights = ADVERSARIAL[case]
+    n, tol = 600, 1e-4  # pairs down to 0.1% apart: lambda_2 itself misses 1e-4
+    a, vecs = rotated_operator(top, n=n)
+    v0 = hidden_start(list(vecs[: len(weights)]), weights, n)
+    ref = torch.linalg.eigvalsh(a.double()).flip(0)
+    assert float(ref[0]) == pytest.approx(1.0, abs=1e-12) and abs(float(v0 @ vecs[0])) < 1e-12
+    a_op = a.to(dtype)
+    op = LinearOperator(lambda v: a_op @ v, dim=n, dtype=dtype, device=torch.device("cpu"))
+    for seed in range(3):
+        res = lanczos(op, v0=v0.to(dtype), tol=tol, max_iter=100, generator=torch.Generator().manual_seed(seed))
+        assert res.converged, (case, seed)
+        assert abs(float(res.eigenvalues[0]) - float(ref[0])) <= tol * float(ref[0]), (case, seed)
+        assert abs(float(res.eigenvectors[0].double() @ vecs[0])) > 0.99
+    # The single run's stop alone returns an eigenvalue below lambda_1 from these starts.
+    alone = lanczos(op, v0=v0.to(dtype), tol=tol, max_iter=100, verify=False)
+    assert float(ref[0]) - float(alone.eigenvalues[0]) > tol * float(ref[0])
+
+
+@pytest.mark.parametrize("k", [1, 2])
+def test_verification_with_k_pairs_and_a_hidden_top(k):
+    a, vecs = rotated_operator([1.0, 0.98, 0.96, 0.7, 0.6], seed=3)
+    v0 = hidden_start(list(vecs[:3]), [0.0, 1.0, 1.0], 600)
+    ref = torch.linalg.eigvalsh(a).flip(0)[:k]
+    res = lanczos(lambda v: a @ v, dim=600, k=k, v0=v0, tol=1e-5, max_iter=100)
+    assert res.converged and res.eigenvalues.shape == (k,) and res.ritz_vectors.shape == (k + 1, 600)
+    torch.testing.assert_close(res.eigenvalues, ref, rtol=1e-5, atol=0)
+
+
+def test_verification_costs_few_products_on_a_well_separated_top():
+    # lambda_2 half of lambda_1: the warm run is right and the verification only has to see
+    # that nothing of the deflated spectrum reaches its floor.
+    a, vecs = rotated_operator([1.0, 0.5, 0.45, 0.4], n=2000, seed=2)
+    gen = torch.Generator().manual_seed(4)
+    v0 = vecs[0] + 0.05 * torch.randn(2000, generator=gen, dtype=torch.float64) / 2000**0.5
+    alone = lanczos(lambda v: a @ v, dim=2000, v0=v0, tol=1e-3, max_iter=100, verify=False)
+    res = lanczos(lambda v: a @ v, dim=2000, v0=v0, tol=1e-3, max_iter=100)
+    assert res.converged and float(res.eigenvalues[0]) == pytest.approx(1.0, rel=1e-3)
+    assert res.n_matvec - alone.n_matvec <= 7  # 5 here
+
+
+def test_union_residuals_are_the_ritz_vectors_residuals():
+    # The union's Ritz pairs come from the two runs' Lanczos relations, with no product: their
+    # residual norms must be those of the returned vectors.
+    a, vecs = rotated_operator([1.0, 0.97, 0.8, 0.7], seed=5)
+    v0 = hidden_start(list(vecs[:2]), [0.3, 1.0], 600)
+    for dtype in (torch.float64, torch.float32):
+        a_op = a.to(dtype)
+        op = LinearOperator(lambda v, a_op=a_op: a_op @ v, dim=600, dtype=dtype, device=torch.device("cpu"))
+        res = lanczos(op, k=1, v0=v0.to(dtype), tol=1e-3, max_iter=100)
+        y = res.eigenvectors.double()
+        explicit = (y @ a.double() - res.eigenvalues[:, None] * y).norm(dim=1)
+        torch.testing.assert_close(res.residuals, explicit, rtol=1e-3, atol=1e-6)
+        rq = ((y @ a.double()) * y).sum(1)
+        torch.testing.assert_close(res.eigenvalues, rq, rtol=1e-6, atol=0)
+
+
+def test_verify_needs_an_eigenvalue_tolerance_and_tol_zero_runs_to_max_iter():
+    a = symmetric([float(i) for i in range(30)])
+    with pytest.raises(ValueError, match="verify=True needs tol"):
+        lanczos(lambda v: a @ v, dim=30, tol=None, vector_tol=1e-3, verify=True)
+    fixed = lanczos(lambda v: a @ v, dim=30, tol=0.0, max_iter=12)
+    assert fixed.n_matvec == 12 and not fixed.converged

@@ -27,33 +27,26 @@ def start_vectors(result: LanczosResult) -> torch.Tensor:
     """What a measurement keeps for the next one's start: its top-k and guard Ritz vectors.
 
     ``(k + 1, P)`` unit rows (``(k, P)`` when the basis had no guard pair), which the next
-    ``lanczos`` call takes as ``v0`` and starts from their sum.
+    ``lanczos`` call takes as ``v0`` and starts from their sum. For a verified answer (the
+    default, see ``traindyn.spectra.lanczos.lanczos``) they are the top k+1 Ritz vectors of
+    the union of the warm run and the verification run.
 
     Equal weights, so when the top two eigenvalues swap between measurements (the old top
-    vector now the second eigenvector) the new top one is still in the start. From the top
-    vector alone, Lanczos returned the second eigenvalue after such a swap in the scaling
-    study (sp-w512-d2-lr0.08-s2, step 350: 19.338 against 20.045, 3.5% apart, in 4
-    products); from both it met 1e-3 at every state of that run and of
-    mup-w512-d2-lr10-s2 and sp-w512-d2-lr0.08-s1 (33 states, worst 5.3e-4), and at the 28
-    states of ``benchmarks/bench_spectra.py`` (268 products against 282; worst 2.5e-4 in
-    one run, 1.1e-3 at one state where lambda_1 and lambda_2 are 0.9% apart in another).
-    Neither start is safe. ``benchmarks/spectra_accuracy.py`` compares every top
-    eigenvalue the scaling study writes with a float64 reference at the same weights: with
-    this start 2 of 918 Hessian measurements miss 1e-3 (by 0.18% and 0.65%, pairs 1.6% and
-    0.65% apart), 6 of 828 Gauss-Newton ones (by 0.1-7.4%; three returned lambda_2), 0 of
-    828 NTK ones; ARPACK (ncv 8, tol 1e-2, warm) on the same Hessian states missed 1 (by
-    5.3%) with 1.21x the products. Other starts along the same 1,026 Hessian states (a
-    scratch chain of this callback's Lanczos calls against those references): from
-    random vectors 5 misses and 37% more products; the top vector alone 4 (up to 12%);
-    the top three vectors summed 11; with a random vector added at half weight 3. A
-    stricter stop did not reliably help: a guard at 3x or 1x the accuracy 2 and 1 misses
-    (+10% and +22% products); at least 6 products a measurement 1 (+8%; Gauss-Newton 3 of
-    828, +6%); trusting Kato-Temple's r^2 / gap only when the Ritz gap exceeds 10
-    residuals 0 misses (+14%), but at 7 or 20 residuals 2, so that zero was luck; at least 8
-    products only while the top two Ritz values are within 10% 2 (Gauss-Newton 4): at most
-    misses the Ritz gap is wide, lambda_1 hidden rather than unresolved. The
-    misses are close pairs (0.6-7.5% apart) where the start holds little of the new top
-    vector, and 3-8 products find the second eigenvalue with a small residual.
+    vector now the second eigenvector) the new top one is still in the start. No start is
+    safe on its own: ``benchmarks/spectra_accuracy.py`` compares every top eigenvalue the
+    scaling study writes with a float64 reference at the same weights, and with this start
+    and the single run's stop 2 of 918 Hessian measurements missed 1e-3 (by 0.18% and
+    0.65%, pairs 1.6% and 0.65% apart), 6 of 828 Gauss-Newton ones (by 0.1-7.4%; three
+    returned lambda_2), 0 of 828 NTK ones; ARPACK (ncv 8, tol 1e-2, warm) on the same
+    Hessian states missed 1 (by 5.3%) with 1.21x the products. Other starts along the same
+    1,026 Hessian states (a scratch chain of this callback's Lanczos calls against those
+    references): from random vectors 5 misses and 37% more products; the top vector alone
+    4 (up to 12%); the top three vectors summed 11; with a random vector added at half
+    weight 3. A stricter stop did not reliably help either (a guard at 3x or 1x the
+    accuracy, a floor of 6-8 products, Kato-Temple only beyond 10 residuals of Ritz gap).
+    The misses are close pairs (0.6-7.5% apart) where the start holds little of the new top
+    vector, and 3-8 products find the second eigenvalue with a small residual: what the
+    verification run, from a random start on the operator deflated by the answer, finds.
     """
     return result.ritz_vectors
 
@@ -64,7 +57,12 @@ class SpectraCallback(Callback):
     Every ``every`` steps (and at step 0, in ``on_train_start``) each measure is
     taken on ``state.fixed_batch`` by Lanczos to a relative eigenvalue accuracy ``tol``,
     warm-started from the sum of the previous top-k Ritz vectors and the guard pair's
-    (``start_vectors``; kept in ``state_dict``, so a resumed run measures the same).
+    (``start_vectors``; kept in ``state_dict``, so a resumed run measures the same), and
+    verified by a second run from a random start on the operator deflated by the answer
+    (``traindyn.spectra.lanczos.lanczos``): the same rule for every measure, so a top
+    eigenvector that the warm start does not hold is found (with probability at least
+    1 - ``VERIFY_RISK`` per measurement) instead of reported as lambda_2. ``n_matvec`` counts
+    both runs.
     Each eigenvalue becomes a row of table ``"spectra"``: step, measure, rank (0 =
     largest), eigenvalue, n_matvec, converged, lr (eta) and
     ``sharpness_base_lr_units = eigenvalue * eta / eta0`` (eta0 = ``state.base_lr``).
@@ -99,15 +97,18 @@ class SpectraCallback(Callback):
             n_ntk: Samples of the fixed batch (its first ones) for the NTK.
             ntk_kernel: ``"class_sum"`` (n x n, summed over outputs) or ``"full"``
                 (see ``ntk_operator``).
-            tol: Relative accuracy of each eigenvalue (Lanczos' eigenvalue stop; the
-                figures need 1e-3).
-            max_iter: Most Lanczos products per measure.
+            tol: Relative accuracy of each eigenvalue (Lanczos' eigenvalue stop and its
+                verification; the figures need 1e-3).
+            max_iter: Most Lanczos products per run (the warm run and the verification
+                run each; a verification that finds more than the answer repeats both, at
+                most ``traindyn.spectra.lanczos._ROUNDS`` times).
             n_trace_probes: Rademacher probes for ``"trace"``.
             lr_source: eta in base-LR units: ``"optimizer"`` takes the largest
                 current LR of the optimizer's param groups (so muP's eta0 * N / N0
                 for SGD is included); ``"schedule"`` takes ``base_lr * lr_factor``.
             eval_mode: Measure in eval mode (deterministic operators).
-            seed: Seed of Lanczos' random start vectors (combined with the step).
+            seed: Seed of Lanczos' random start vectors, the verification's included
+                (combined with the step).
 
         Raises:
             ValueError: On any invalid argument (all problems listed together).

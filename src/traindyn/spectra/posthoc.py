@@ -29,6 +29,9 @@ def spectra_over_snapshots(spec: RunSpec, data_dir: str | Path, run_dir: str | P
                            out: str | Path | None = None) -> pd.DataFrame:  # fmt: skip
     """Measure the rows of a finished run's trajectory exactly as ``SpectraCallback`` does in training.
 
+    The callback's rule applies unchanged: each measure by warm-started Lanczos, verified by a
+    second run from a random start on the deflated operator (``traindyn.spectra.lanczos.lanczos``).
+
     The run must have been trained with ``snapshot_every`` dividing ``callback.every``; rows
     are visited in step order so that Lanczos warm starts follow the same sequence as
     during training (the tables then agree to solver tolerance). The learning rate in
