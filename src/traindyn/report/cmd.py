@@ -104,8 +104,8 @@ def markdown(summary: dict[str, Any]) -> str:
     unit = " (%)" if scale == 100 else ""
     lines = page_head("cmd study: results", "cmd", summary,
                       f"{summary.get('runs', 0)} runs. Means ± 95% t-intervals over seeds; differences to SGD are paired by "
-             "seed. Relative reconstruction error: squared error over the trajectory's variance around its "
-             "temporal mean.",
+                      "seed. Relative reconstruction error: squared error over the trajectory's variance around its "
+                      "temporal mean.",
                       findings(summary))  # fmt: skip
     m = summary.get("primary_model")
     if summary.get("reconstruction_error"):

@@ -113,8 +113,8 @@ def markdown(summary: dict[str, Any]) -> str:
     """The study's results page, all from ``summary.json``."""
     lines = page_head("lag study: results", "lag", summary,
                       f"{summary.get('n_runs', 0)} runs, {summary.get('n_diverged', 0)} diverged; T = {summary.get('T')} "
-             "steps after growth. Means ± 95% t-intervals over seeds, [bootstrap 95% band over seeds]; the "
-             "correlations rank the growth strategies (scratch is a control, not ranked).",
+                      "steps after growth. Means ± 95% t-intervals over seeds, [bootstrap 95% band over seeds]; the "
+                      "correlations rank the growth strategies (scratch is a control, not ranked).",
                       findings(summary))  # fmt: skip
     rho, tau = summary.get("spearman_by_lag", {}), summary.get("kendall_by_lag", {})
     if rho:

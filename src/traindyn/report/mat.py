@@ -92,8 +92,8 @@ def markdown(summary: dict[str, Any]) -> str:
     """The study's results page, all from ``summary.json``."""
     lines = page_head("mat study: results", "mat", summary,
                       f"{summary.get('runs', 0)} runs. Means ± 95% t-intervals over seeds; the % saved are paired by seed "
-             "over the seeds where both runs reached the target (the full runs' mean final validation loss times "
-             "1 + `mat.target.slack`). MAT and inverse MAT are charged their λmax measurements.",
+                      "over the seeds where both runs reached the target (the full runs' mean final validation loss times "
+                      "1 + `mat.target.slack`). MAT and inverse MAT are charged their λmax measurements.",
                       findings(summary))  # fmt: skip
     for key, m in summary.get("by_model", {}).items():
         lines += _model_table(key, m)

@@ -145,10 +145,10 @@ def markdown(summary: dict[str, Any]) -> str:
     """The study's results page: stamp, findings, then the tables, all from ``summary.json``."""
     lines = page_head("Scaling study: results", "scaling", summary,
                       f"{summary['n_runs']} runs, {summary['n_diverged']} diverged. Means ± 95% t-intervals over seeds; "
-             "the mean-curve shift is fitted to the seed-mean loss curve, its interval a percentile bootstrap over "
-             "seeds. An LR shift is the fitted optimum's move in octaves (log2) from the smallest to the largest "
-             f"size; it counts as transfer when |shift| + interval ≤ {OCTAVE:g} octave, and as an edge shift when "
-             f"more than {EDGE_SHARE:.0%} of the fitted optima are the largest stable η0.",
+                      "the mean-curve shift is fitted to the seed-mean loss curve, its interval a percentile bootstrap over "
+                      "seeds. An LR shift is the fitted optimum's move in octaves (log2) from the smallest to the largest "
+                      f"size; it counts as transfer when |shift| + interval ≤ {OCTAVE:g} octave, and as an edge shift when "
+                      f"more than {EDGE_SHARE:.0%} of the fitted optima are the largest stable η0.",
                       findings(summary))  # fmt: skip
     if "lr_shift_octaves" in summary:
         lines += _shift_table("LR transfer across width (MLP, SGD)", summary["lr_shift_octaves"], "param", "width")
