@@ -27,6 +27,7 @@ import pandas as pd
 import seaborn as sns
 
 from traindyn.plotting import save_figure, setup_style
+from traindyn.report.scaling import transfer_verdict
 
 src, out = Path(analysis_dir), setup_style(figures_dir)
 runs = pd.read_parquet(src / "runs.parquet")
@@ -39,14 +40,21 @@ def save(fig, name):
     save_figure(fig, out, name, formats, dpi)
 
 
+VERDICT = {"transfers": "transfers (within 1 octave)", "drifts": "drifts (< 1 octave, interval excludes 0)",
+           "moves": "does not transfer (> 1 octave)", "unclear": "not established (interval past 1 octave)"}
+
+
 def shift_text(entry):
     if entry["mean"] is None:
         return "shift n/a"
     ci = f" ± {entry['ci95']:.2f}" if entry["ci95"] is not None else ""
     text = f"shift {entry['mean']:+.2f}{ci} oct"
     edge = entry.get("optimum_at_edge_share")
-    if edge is not None and edge > 0.25:  # the fitted optimum is mostly the stability edge
+    verdict = transfer_verdict(entry)
+    if verdict == "edge":  # the fitted optimum is mostly the stability edge
         text += f"\noptimum at the edge in {edge:.0%}: an edge shift"
+    elif verdict in VERDICT:
+        text += f"\n{VERDICT[verdict]}, edge share {edge:.0%}"
     return text
 
 
@@ -116,12 +124,26 @@ if len(depth_runs):
               "(× = diverged). Shift = log2(best η0 at deepest / shallowest).")
 
 # %% [markdown]
+# ## Depth: the GPT with Adam, depth-μP (α = 1/2) against the standard GPT (α = 0)
+
+# %%
+gpt_depth_runs = runs[runs["sweep"] == "gpt-depth"]
+if len(gpt_depth_runs):
+    alphas = sorted(gpt_depth_runs["alpha"].unique())
+    lr_panels(gpt_depth_runs, "alpha", alphas,
+              lambda a: "standard GPT (α = 0)" if a == 0 else f"depth-μP α = {a:g}", "depth",
+              summary["depth_lr_shift_octaves_gpt"], "scaling_lr_depth_gpt",
+              f"GPT char-LM (Shakespeare, width {int(gpt_depth_runs['width'].iloc[0])}, μP), Adam: final training "
+              "loss vs η0 per depth L (× = diverged). α = 1/2: branches × L^-1/2, blocks' LR × L^-1/2; "
+              "α = 0: neither. Shift = log2(best η0 at deepest / shallowest).")
+
+# %% [markdown]
 # ## Largest stable LR next to the fitted optimum
 
 # %%
 rows = []
 for key, group in (("lr_shift_octaves", "param"), ("lr_shift_octaves_gpt", "param"),
-                   ("depth_lr_shift_octaves", "alpha")):
+                   ("depth_lr_shift_octaves", "alpha"), ("depth_lr_shift_octaves_gpt", "alpha")):
     for g, entry in summary.get(key, {}).items():
         for size, best in entry["best_lr"].items():
             rows.append({"sweep": key, group: g, "size": size, "fitted best η0": best,

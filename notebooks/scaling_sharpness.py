@@ -168,7 +168,33 @@ if len(depth):
     fig.tight_layout()
     save(fig, "scaling_sharpness_depth")
 
+# %% [markdown]
+# ## GPT with Adam across depth: depth-μP (α = 1/2) against the standard GPT (α = 0)
+
+# %%
+gdepth = top[(top["sweep"] == "gpt-depth") & top["measure"].isin(["hessian", "preconditioned"])]
+if len(gdepth):
+    alphas = sorted(gdepth["alpha"].unique())
+    measures = [m for m in ["preconditioned", "hessian"] if m in set(gdepth["measure"])]
+    fig, axes = plt.subplots(len(measures), len(alphas), figsize=(4.2 * len(alphas), 3.2 * len(measures)),
+                             squeeze=False)
+    for row, m in enumerate(measures):
+        key = "preconditioned_sharpness_spread_depth_gpt" if m == "preconditioned" else "sharpness_spread_depth_gpt"
+        for col, a in enumerate(alphas):
+            cell = gdepth[(gdepth["alpha"] == a) & (gdepth["measure"] == m)]
+            eta0 = float(cell["eta0"].iloc[0])
+            per_size(axes[row][col], cell, "depth", "sharpness_base_lr_units",
+                     eos=38 / eta0 if m == "preconditioned" else None)
+            name = "standard (α = 0)" if a == 0 else f"depth-μP α = {a:g}"
+            axes[row][col].set(title=f"{name}, {m}, η0={eta0:g}: S = {fmt_ci(summary.get(key, {}).get(f'{a:g}'))}",
+                               ylabel=("λmax(P⁻¹ᐟ²HP⁻¹ᐟ²)" if m == "preconditioned" else "λmax(H)") + " · η/η0")
+    fig.suptitle("GPT char-LM with Adam (μP): sharpness in base-LR units per depth L (mean and 95% CI over "
+                 "seeds); S = std over depths of log sharpness; dashed: 38/η0", fontsize=9)
+    fig.tight_layout()
+    save(fig, "scaling_sharpness_depth_gpt")
+
 # %%
 pd.DataFrame({k: {p: fmt_ci(v) for p, v in summary[k].items()}
               for k in ["sharpness_spread", "sharpness_ratio_small_over_large", "sharpness_spread_gpt",
-                        "preconditioned_sharpness_spread_gpt"] if k in summary})
+                        "preconditioned_sharpness_spread_gpt", "sharpness_spread_depth_gpt",
+                        "preconditioned_sharpness_spread_depth_gpt"] if k in summary})

@@ -183,6 +183,15 @@ def test_cross_key_problems_of_valid_sections_are_reported_with_schema_problems(
     assert any("base_width=64 exceeds" in p for p in err.value.problems)
 
 
+def test_the_gpt_depth_sweeps_cross_key_problems_name_their_keys():
+    with pytest.raises(C.ConfigError) as err:
+        C.resolve({"scaling": {"gpt_sweep": {"depth_sweep": {"width": 30, "sharpness_lr": 0.5}}}})
+    problems = "\n".join(err.value.problems)
+    assert "scaling.gpt_sweep.depth_sweep.width=30 is not divisible by scaling.gpt_sweep.n_heads=4" in problems
+    assert "scaling.gpt_sweep.depth_sweep.width=30 is below scaling.gpt_sweep.base_width=32" in problems
+    assert "scaling.gpt_sweep.depth_sweep.sharpness_lr=0.5 is not on the grid" in problems
+
+
 @pytest.mark.parametrize(("text", "where"), [
     ("scaling:\n  seeds: [0, 1\n  dataset: mnist\n", "line 3"),
     ("data:\n\tsplit_seed: 1\n", "line 2"),

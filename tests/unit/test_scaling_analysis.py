@@ -1,4 +1,5 @@
 import math
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -52,6 +53,48 @@ def test_sharpness_spread_and_ratio_against_a_hand_computed_table():
     assert stats["sharpness_spread"]["ntk"]["mean"] == pytest.approx(math.log(2) / 2)
     assert stats["sharpness_ratio_small_over_large"]["ntk"]["mean"] == pytest.approx(2.0)
     assert stats["sharpness_spread"]["ntk"]["n"] == 2
+
+
+def test_sharpness_spread_across_depth_is_keyed_by_alpha():
+    rows = []
+    for seed in (0, 1):
+        for alpha, ratio in ((0.0, 4.0), (0.5, 1.0)):
+            for depth, level in ((2, ratio), (8, 1.0)):
+                for step in (0, 50, 100):
+                    rows.append({"measure": "preconditioned", "rank": 0, "sweep": "gpt-depth", "loss_kind": "xent",
+                                 "param": "mup", "alpha": alpha, "seed": seed, "depth": depth, "step": step,
+                                 "sharpness_base_lr_units": level})
+    stats = _sharpness_stats(pd.DataFrame(rows), steps=100, measure="preconditioned", sweeps=("gpt-depth",),
+                             prefix="preconditioned_sharpness", suffix="_depth_gpt", group="alpha", axis="depth")
+    spread = stats["preconditioned_sharpness_spread_depth_gpt"]
+    assert set(spread) == {"0", "0.5"}
+    assert spread["0"]["mean"] == pytest.approx(math.log(4) / 2)  # std of {log 4, 0}
+    assert spread["0.5"]["mean"] == pytest.approx(0.0)
+    assert stats["preconditioned_sharpness_ratio_small_over_large_depth_gpt"]["0"]["mean"] == pytest.approx(4.0)
+
+
+def test_gpt_depth_grid_alpha_zero_is_the_standard_gpt():
+    from traindyn.config import load_config
+    from traindyn.param import Parameterization
+    from traindyn.scaling.grid import scaling_runs
+
+    cfg = load_config([Path(__file__).parents[2] / "config.yaml"]).raw["scaling"]
+    ds = cfg["gpt_sweep"]["depth_sweep"]
+    runs = [s for s in scaling_runs(cfg).values() if s.extra["sweep"] == "gpt-depth"]
+    assert len(runs) == len(ds["alphas"]) * len(ds["depths"]) * len(ds["lrs"]) * len(cfg["gpt_sweep"]["seeds"])
+    assert len({s.run for s in runs}) == len(runs)
+    for s in runs:
+        assert s.optimizer == "adam" and s.param == "mup" and s.model["width"] == ds["width"]
+        assert ("spectra" in s.extra) == (s.lr == ds["sharpness_lr"])
+        p = Parameterization.from_name(s.param, s.base_width, s.depth_alpha)
+        depth = s.model["depth"]
+        if s.extra["alpha"] == 0:  # no branch scale and no depth LR factor
+            assert s.depth_alpha is None and "-a0-" in s.run
+            assert p.residual_scale(depth) == 1.0 and p.depth_lr_factor(depth, "adam") == 1.0
+        else:  # depth-muP with Adam: branches L^-1/2, the blocks' LR L^(1/2 - 1)
+            assert s.depth_alpha == 0.5
+            assert p.residual_scale(depth) == pytest.approx(depth**-0.5)
+            assert p.depth_lr_factor(depth, "adam") == pytest.approx(depth**-0.5)
 
 
 def _planted_runs(optimum_small, optimum_large, seeds=(0, 1, 2, 3, 4), noise=0.0):

@@ -87,11 +87,14 @@ def test_tiny_dag_end_to_end(tmp_path, venv_env):
     assert set(summary["sharpness_spread"]) >= {"sp", "mup", "sp_mse", "mup_mse"}
     assert set(summary["lr_shift_octaves_gpt"]) == set(tiny["scaling"]["width_sweep"]["parameterizations"])
     assert set(summary["preconditioned_sharpness_spread_gpt"]) == {"sp", "mup"}
+    # The GPT depth sweep: alpha 0 (the standard GPT) and 1/2 (depth-muP), shift and spread.
+    assert set(summary["depth_lr_shift_octaves_gpt"]) == {"0", "0.5"}
+    assert set(summary["preconditioned_sharpness_spread_depth_gpt"]) == {"0", "0.5"}
     assert summary["lr_shift_octaves"]["mup"]["mean_curve"]["n_seeds"] == 1
     assert (results / "analysis/scaling/summary.md").read_text().startswith("# Scaling study: results")
     for stem in ["scaling_lr_width", "scaling_lr_depth", "scaling_coord_check", "scaling_sharpness_width",
                  "scaling_ntk_width", "scaling_hessian_vs_gn", "scaling_sharpness_spread", "scaling_sharpness_depth",
-                 "scaling_lr_gpt", "scaling_sharpness_gpt"]:
+                 "scaling_lr_gpt", "scaling_sharpness_gpt", "scaling_lr_depth_gpt", "scaling_sharpness_depth_gpt"]:
         assert (results / "figures" / f"{stem}.png").stat().st_size > 5_000, stem
     # The cmd study: trajectories, fits, summary with every key the issue lists, figures.
     cmd = json.loads((results / "analysis/cmd/summary.json").read_text())

@@ -46,6 +46,8 @@ if config["scaling"]["depth_sweep"]["enabled"]:
     SCALING_FIGURES.append("scaling_lr_depth")
 if config["scaling"]["gpt_sweep"]["enabled"]:
     SCALING_FIGURES.append("scaling_lr_gpt")
+    if config["scaling"]["gpt_sweep"]["depth_sweep"]["enabled"]:
+        SCALING_FIGURES.append("scaling_lr_depth_gpt")
 
 
 # Scaling: loss vs LR per width (SP | NTK | muP) and per depth (alpha), coordinate check.
@@ -103,6 +105,8 @@ if (
     and config["scaling"]["gpt_sweep"]["sharpness"]["enabled"]
 ):
     SHARPNESS_FIGURES.append("scaling_sharpness_gpt")
+    if config["scaling"]["gpt_sweep"]["depth_sweep"]["enabled"]:
+        SHARPNESS_FIGURES.append("scaling_sharpness_depth_gpt")
 
 
 # Scaling: sharpness (base-LR units) per width and depth, NTK and Gauss-Newton eigenvalues.

@@ -66,14 +66,20 @@ def _shift_table(title: str, shifts: dict[str, Any], label: str, axis: str) -> l
          "optimum at grid edge", f"fitted best η0 at {axis} {sizes}", "largest stable η0"], rows)]  # fmt: skip
 
 
-def _spread_table(summary: dict[str, Any], keys: list[tuple[str, str]]) -> list[str]:
+def _spread_table(summary: dict[str, Any], keys: list[tuple[str, str]], axis: str = "widths",
+                  label=_name) -> list[str]:  # fmt: skip
     present = [(k, name) for k, name in keys if k in summary]
     if not present:
         return []
     rows = sorted({p for k, _ in present for p in summary[k]})
-    return ["### Sharpness across widths (base-LR units; time-mean over steps > 5%)", "", *table(
+    return [f"### Sharpness across {axis} (base-LR units; time-mean over steps > 5%)", "", *table(
         ["run set", *(name for _, name in present)],
-        [[_name(r), *(ci(summary[k].get(r), 3) for k, _ in present)] for r in rows])]  # fmt: skip
+        [[label(r), *(ci(summary[k].get(r), 3) for k, _ in present)] for r in rows])]  # fmt: skip
+
+
+def _gpt_alpha(key: str) -> str:
+    """The GPT depth sweep's alpha, named: 0 is the standard GPT (no depth scaling at all)."""
+    return "standard GPT (α = 0)" if float(key.split("_")[0]) == 0 else f"depth-μP α = {key}"
 
 
 def _range(entry: dict[str, Any], axis: str) -> str:
@@ -115,6 +121,17 @@ def _consistency_lines(summary: dict[str, Any]) -> list[str]:
                 else "the intervals overlap: μP is not shown to be more consistent than NTK")  # fmt: skip
         out.append(f"- **Sharpness across width, {loss}** (spread S of log sharpness over widths, lower is more "
                    f"consistent): μP {ci(mup, 3)}, NTK {ci(ntk, 3)}, SP {ci(sp, 3)}; {says}.")  # fmt: skip
+    pre_d = summary.get("preconditioned_sharpness_spread_depth_gpt", {})
+    if pre_d:
+        hess_d = summary.get("sharpness_spread_depth_gpt", {})
+        items = [f"{_gpt_alpha(k)} {ci(e, 3)} (Hessian {ci(hess_d.get(k), 3)})" for k, e in pre_d.items()]
+        says = ""
+        if pre_d.get("0.5") and pre_d.get("0"):
+            sep = _separated(pre_d["0.5"], pre_d["0"])
+            says = ("; depth-μP's is smaller, the intervals apart" if sep
+                    else "; depth-μP is not shown to be more consistent across depth than the standard GPT")  # fmt: skip
+        out.append("- **GPT with Adam across depth**: Adam-preconditioned sharpness spread over depths "
+                   + ", ".join(items) + says + ".")  # fmt: skip
     pre = summary.get("preconditioned_sharpness_spread_gpt", {})
     hess = summary.get("sharpness_spread_gpt", {})
     if pre.get("mup") and pre.get("sp"):
@@ -138,6 +155,9 @@ def findings(summary: dict[str, Any]) -> list[str]:
     if "depth_lr_shift_octaves" in summary:
         out.append(_transfer_lines("LR transfer across depth, residual MLP (branch scale L^-α)",
                                    summary["depth_lr_shift_octaves"], "depth", lambda k: f"α = {k}"))  # fmt: skip
+    if "depth_lr_shift_octaves_gpt" in summary:
+        out.append(_transfer_lines("LR transfer across depth, GPT with Adam", summary["depth_lr_shift_octaves_gpt"],
+                                   "depth", _gpt_alpha))  # fmt: skip
     return out + _consistency_lines(summary)
 
 
@@ -158,12 +178,21 @@ def markdown(summary: dict[str, Any]) -> str:
     if "depth_lr_shift_octaves" in summary:
         lines += _shift_table("LR transfer across depth (residual MLP, branch scale L^-α)",
                               {f"α = {k}": v for k, v in summary["depth_lr_shift_octaves"].items()}, "α", "depth")  # fmt: skip
+    if "depth_lr_shift_octaves_gpt" in summary:
+        lines += _shift_table("LR transfer across depth (GPT char-LM, Adam, μP)",
+                              {_gpt_alpha(k): v for k, v in summary["depth_lr_shift_octaves_gpt"].items()}, "α",
+                              "depth")  # fmt: skip
     lines += _spread_table(summary, [
         ("sharpness_spread", "spread S (MLP)"),
         ("sharpness_ratio_small_over_large", "ratio smallest / largest width (MLP)"),
         ("sharpness_spread_gpt", "spread S, Hessian (GPT)"),
         ("preconditioned_sharpness_spread_gpt", "spread S, preconditioned (GPT)"),
     ])  # fmt: skip
+    lines += _spread_table(summary, [
+        ("sharpness_spread_depth_gpt", "spread S, Hessian"),
+        ("preconditioned_sharpness_spread_depth_gpt", "spread S, preconditioned"),
+        ("preconditioned_sharpness_ratio_small_over_large_depth_gpt", "preconditioned, ratio shallowest / deepest"),
+    ], "depths (GPT, Adam)", _gpt_alpha)  # fmt: skip
     return "\n".join(lines).rstrip() + "\n"
 
 
@@ -189,4 +218,11 @@ def headline(summary: dict[str, Any]) -> str:
         parts.append("depth-μP (α = 1/2): " + (f"{share:.0%} of the fitted optima at the stability edge, so depth "
                                                "transfer of an optimum is not reproduced here" if v == "edge"
                                                else f"{ci(half, sign=True)} octaves ({v})"))  # fmt: skip
+    gdepth = summary.get("depth_lr_shift_octaves_gpt")
+    if gdepth and gdepth.get("0.5"):
+        half, std = gdepth["0.5"], gdepth.get("0")
+        text = f"GPT with Adam across depth, depth-μP: {ci(half, sign=True)} octaves ({transfer_verdict(half)})"
+        if std:
+            text += f", standard GPT {ci(std, sign=True)} ({transfer_verdict(std)})"
+        parts.append(text)
     return "; ".join(parts) + "."

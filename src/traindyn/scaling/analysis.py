@@ -62,7 +62,9 @@ def _run_table(run_dirs: list[Path]) -> pd.DataFrame:
         spec = final["spec"]
         rows.append({
             "run": final["run"], "sweep": spec["extra"]["sweep"], "param": spec["param"],
-            "alpha": spec["depth_alpha"], "width": spec["model"]["width"],
+            # The sweep's own alpha where it has one (the GPT's alpha 0 is the standard GPT,
+            # whose depth_alpha is None), else the spec's.
+            "alpha": spec["extra"].get("alpha", spec["depth_alpha"]), "width": spec["model"]["width"],
             "depth": spec["model"]["depth"], "lr": spec["lr"], "seed": spec["seed"],
             "loss_kind": spec["loss"], "steps": spec["steps"], "diverged": final["diverged"],
             "diverged_at": final["diverged_at"],
@@ -184,8 +186,8 @@ def _spectra_table(run_dirs: list[Path], runs: pd.DataFrame) -> pd.DataFrame:
 
 def _sharpness_stats(spectra: pd.DataFrame, steps: int, measure: str = "hessian",
                      sweeps: tuple[str, ...] = ("width", "sharpness-mse"), prefix: str = "sharpness",
-                     suffix: str = "") -> dict[str, Any]:  # fmt: skip
-    """Spread and ratio of sharpness across widths, per loss and parameterization.
+                     suffix: str = "", group: str = "param", axis: str = "width") -> dict[str, Any]:  # fmt: skip
+    """Spread and ratio of sharpness across widths (or depths), per loss and parameterization (or alpha).
 
     S(t) = std over widths of log sharpness (base-LR units), averaged over t > 5% of
     training; the ratio is the time-mean sharpness at the smallest width over the
@@ -197,21 +199,23 @@ def _sharpness_stats(spectra: pd.DataFrame, steps: int, measure: str = "hessian"
         measure: ``hessian`` or ``preconditioned`` (Adam's P^-1/2 H P^-1/2).
         sweeps: The sweeps whose runs are compared.
         prefix: Key prefix: ``{prefix}_spread{suffix}`` and ``{prefix}_ratio_small_over_large{suffix}``.
-        suffix: Key suffix (``_gpt`` for the GPT sweep).
+        suffix: Key suffix (``_gpt`` for the GPT sweep, ``_depth_gpt`` for its depth sweep).
+        group: The column the entries are keyed by (``param``, or ``alpha`` for a depth sweep).
+        axis: The column the spread is taken across (``width`` or ``depth``).
     """
     out: dict[str, Any] = {}
     top = spectra[(spectra["measure"] == measure) & (spectra["rank"] == 0)
                   & spectra["sweep"].isin(list(sweeps))]  # fmt: skip
     top = top[top["step"] > 0.05 * steps]
-    for (loss, param), cell in top.groupby(["loss_kind", "param"]):
+    for (loss, g), cell in top.groupby(["loss_kind", group]):
         spreads, ratios = [], []
         for _, s in cell.groupby("seed"):
             logs = np.log(s["sharpness_base_lr_units"].where(s["sharpness_base_lr_units"] > 0))
             per_step = s.assign(log=logs).groupby("step")["log"].std(ddof=0)
             spreads.append(float(per_step.mean()))
-            by_width = s.groupby("width")["sharpness_base_lr_units"].mean()
-            ratios.append(float(by_width.loc[by_width.index.min()] / by_width.loc[by_width.index.max()]))
-        key = param if loss == "xent" else f"{param}_{loss}"
+            by_size = s.groupby(axis)["sharpness_base_lr_units"].mean()
+            ratios.append(float(by_size.loc[by_size.index.min()] / by_size.loc[by_size.index.max()]))
+        key = _key(g) if loss == "xent" else f"{_key(g)}_{loss}"
         out.setdefault(f"{prefix}_spread{suffix}", {})[key] = ci95(spreads)
         out.setdefault(f"{prefix}_ratio_small_over_large{suffix}", {})[key] = ci95(ratios)
     return out
@@ -231,7 +235,8 @@ def aggregate_scaling(run_dirs: list[Path], out_dir: Path) -> dict[str, Any]:
     runs = _run_table(run_dirs)
     curves = pd.concat([pd.read_parquet(d / "metrics.parquet") for d in run_dirs], ignore_index=True)
     transfer = pd.concat([_transfer(runs, "width", "param", "width"), _transfer(runs, "gpt", "param", "width"),
-                          _transfer(runs, "depth", "alpha", "depth")], ignore_index=True)  # fmt: skip
+                          _transfer(runs, "depth", "alpha", "depth"), _transfer(runs, "gpt-depth", "alpha", "depth")],
+                         ignore_index=True)  # fmt: skip
     summary: dict[str, Any] = {"n_runs": int(len(runs)), "n_diverged": int(runs["diverged"].sum())}
     width = transfer[transfer["sweep"] == "width"]  # the MSE spectra runs are no LR sweep
     if len(width):
@@ -242,9 +247,13 @@ def aggregate_scaling(run_dirs: list[Path], out_dir: Path) -> dict[str, Any]:
     depth = transfer[transfer["sweep"] == "depth"]
     if len(depth):
         summary["depth_lr_shift_octaves"] = _shifts(depth, "alpha", "depth", runs[runs["sweep"] == "depth"])
+    gpt_depth = transfer[transfer["sweep"] == "gpt-depth"]
+    if len(gpt_depth):
+        summary["depth_lr_shift_octaves_gpt"] = _shifts(gpt_depth, "alpha", "depth",
+                                                        runs[runs["sweep"] == "gpt-depth"])  # fmt: skip
     spectra = _spectra_table(run_dirs, runs)
     if len(spectra):
-        mlp = runs[runs["sweep"] != "gpt"]
+        mlp = runs[~runs["sweep"].isin(["gpt", "gpt-depth"])]
         if len(mlp):
             summary.update(_sharpness_stats(spectra, int(mlp["steps"].iloc[0])))
         gpt_runs = spectra[spectra["sweep"] == "gpt"]
@@ -253,6 +262,12 @@ def aggregate_scaling(run_dirs: list[Path], out_dir: Path) -> dict[str, Any]:
             summary.update(_sharpness_stats(spectra, gpt_steps, "hessian", ("gpt",), suffix="_gpt"))
             summary.update(_sharpness_stats(spectra, gpt_steps, "preconditioned", ("gpt",),
                                             prefix="preconditioned_sharpness", suffix="_gpt"))  # fmt: skip
+        gpt_depth_runs = spectra[spectra["sweep"] == "gpt-depth"]
+        if len(gpt_depth_runs):
+            steps = int(runs.loc[runs["run"] == gpt_depth_runs["run"].iloc[0], "steps"].iloc[0])
+            for measure, prefix in (("hessian", "sharpness"), ("preconditioned", "preconditioned_sharpness")):
+                summary.update(_sharpness_stats(spectra, steps, measure, ("gpt-depth",), prefix=prefix,
+                                                suffix="_depth_gpt", group="alpha", axis="depth"))  # fmt: skip
     for name, table in (("runs", runs), ("curves", curves), ("lr_transfer", transfer),
                         ("spectra", spectra)):  # fmt: skip
         tmp = out_dir / f".{name}.parquet.tmp"

@@ -79,7 +79,7 @@ def scaling_runs(cfg: dict[str, Any]) -> dict[str, RunSpec]:
         for alpha in ds["alphas"]:
             for depth in ds["depths"]:
                 for lr in ds["lrs"]:
-                    for seed in cfg["seeds"]:
+                    for seed in ds["seeds"] or cfg["seeds"]:
                         spectra = (sh["enabled"] and lr == sh["depth_lr"] and alpha in sh["depth_alphas"]
                                    and seed in sh["seeds"])  # fmt: skip
                         rid = run_id("mup", ds["width"], depth, lr, seed, alpha=alpha, loss=loss)
@@ -94,7 +94,11 @@ def scaling_runs(cfg: dict[str, Any]) -> dict[str, RunSpec]:
 
 
 def _gpt_runs(cfg: dict[str, Any]) -> dict[str, RunSpec]:
-    """The GPT char-LM sweep trained with Adam: width x LR x parameterization x seed."""
+    """The GPT char-LM sweeps trained with Adam.
+
+    Width x LR x parameterization x seed, and depth x LR x alpha x seed under muP at one
+    width (``gpt_sweep.depth_sweep``).
+    """
     gs = cfg["gpt_sweep"]
     runs: dict[str, RunSpec] = {}
     if not gs["enabled"]:
@@ -113,5 +117,24 @@ def _gpt_runs(cfg: dict[str, Any]) -> dict[str, RunSpec]:
                         run=rid, model=model, param=param, base_width=gs["base_width"], depth_alpha=None,
                         lr=lr, seed=seed, fixed_batch_size=sh["batch_size"],
                         extra={"sweep": "gpt", **({"spectra": measured} if spectra else {})}, **base,
+                    )  # fmt: skip
+    ds = gs["depth_sweep"]
+    if not ds["enabled"]:
+        return runs
+    for alpha in ds["alphas"]:
+        # alpha 0 is the standard pre-LN GPT: no branch scale and no depth LR factor, which is
+        # depth_alpha None (depth-muP's own alpha = 0 would divide the blocks' Adam LR by L).
+        depth_alpha = float(alpha) if alpha else None
+        for depth in ds["depths"]:
+            model = {"arch": "gpt", "width": ds["width"], "depth": depth, "n_heads": gs["n_heads"]}
+            for lr in ds["lrs"]:
+                for seed in gs["seeds"]:
+                    spectra = sh["enabled"] and lr == ds["sharpness_lr"]
+                    rid = run_id("mup", ds["width"], depth, lr, seed, alpha=alpha, arch="gpt")
+                    runs[rid] = RunSpec(
+                        run=rid, model=model, param="mup", base_width=gs["base_width"], depth_alpha=depth_alpha,
+                        lr=lr, seed=seed, fixed_batch_size=sh["batch_size"],
+                        extra={"sweep": "gpt-depth", "alpha": float(alpha),
+                               **({"spectra": measured} if spectra else {})}, **base,
                     )  # fmt: skip
     return runs

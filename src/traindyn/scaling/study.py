@@ -97,4 +97,15 @@ def _gpt_checks(cfg: dict[str, Any]) -> list[str]:
         if "preconditioned" in sh["measures"] and gs["training"]["optimizer"] == "sgd":
             problems.append("scaling.gpt_sweep.sharpness.measures lists 'preconditioned', which needs "
                             "scaling.gpt_sweep.training.optimizer adam or adamw")  # fmt: skip
+    ds = gs["depth_sweep"]
+    if ds["enabled"]:
+        if ds["width"] % gs["n_heads"]:
+            problems.append(f"scaling.gpt_sweep.depth_sweep.width={ds['width']} is not divisible by "
+                            f"scaling.gpt_sweep.n_heads={gs['n_heads']}: pick a multiple of it")  # fmt: skip
+        if gs["base_width"] > ds["width"]:
+            problems.append(f"scaling.gpt_sweep.depth_sweep.width={ds['width']} is below "
+                            f"scaling.gpt_sweep.base_width={gs['base_width']}: pick at least the base width")  # fmt: skip
+        if sh["enabled"] and ds["sharpness_lr"] not in ds["lrs"]:
+            problems.append(f"scaling.gpt_sweep.depth_sweep.sharpness_lr={ds['sharpness_lr']} is not on the grid "
+                            f"scaling.gpt_sweep.depth_sweep.lrs={ds['lrs']}: pick one of those")  # fmt: skip
     return problems
