@@ -215,7 +215,7 @@ def headline(summary: dict[str, Any]) -> str:
         half = depth.get("0.5") or next(iter(depth.values()))
         v = transfer_verdict(half)
         share = half.get("optimum_at_edge_share", 0.0)
-        parts.append("depth-μP (α = 1/2): " + (f"{share:.0%} of the fitted optima at the stability edge, so depth "
+        parts.append("residual MLP with SGD, depth-μP (α = 1/2): " + (f"{share:.0%} of the fitted optima at the stability edge, so depth "
                                                "transfer of an optimum is not reproduced here" if v == "edge"
                                                else f"{ci(half, sign=True)} octaves ({v})"))  # fmt: skip
     gdepth = summary.get("depth_lr_shift_octaves_gpt")
