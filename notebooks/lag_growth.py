@@ -58,6 +58,37 @@ def fmt(entry, digits=2):
 
 rho = summary["spearman_by_lag"]
 undertrained = summary["base_undertrained"]
+
+
+def band(entry, digits=2):
+    """``mean ± t-CI [bootstrap band]`` of a by-lag entry."""
+    text = fmt(entry, digits)
+    if entry and entry.get("boot_lo") is not None:
+        text += f" [{entry['boot_lo']:.{digits}f}, {entry['boot_hi']:.{digits}f}]"
+    return text
+
+
+def growth_vs_lag(param="sp"):
+    """The paper's claim, worded from the numbers: is rho(0) below rho at the lag?"""
+    g = summary.get("rho_at_growth_vs_lag", {}).get(param)
+    if not g or g.get("difference") is None:
+        return "rho(0) vs rho(k): n/a"
+    verdict = {True: "rho(0) BELOW rho(k) (paper's claim holds)",
+               False: "rho(0) ABOVE rho(k) (paper's claim fails)",
+               None: "rho(0) NOT clearly below rho(k) (paper's claim not shown)"}[g["below"]]
+    return f"rho(k={g['lag']}) - rho(0) = {fmt(g['difference'])}: {verdict}"
+
+
+def power_line(s):
+    """The spread-over-seed-sd check, worded from the numbers."""
+    if s.get("ratio") is None:
+        return "strategy spread / seed sd: n/a"
+    rb = f" [{s['ratio_boot_lo']:.2f}, {s['ratio_boot_hi']:.2f}]" if s.get("ratio_boot_lo") is not None else ""
+    pb = (f" [{s['ratio_paired_boot_lo']:.2f}, {s['ratio_paired_boot_hi']:.2f}]"
+          if s.get("ratio_paired_boot_lo") is not None else "")
+    verdict = "final ranking above seed noise" if s["ratio"] >= 1 else "final ranking mostly SEED NOISE"
+    return (f"spread/seed sd = {num(s['ratio'], 2)}{rb} (paired by seed {num(s.get('ratio_paired'), 2)}{pb}): "
+            f"{verdict}")
 base_note = "base past plateau" if not undertrained else f"UNDERTRAINED base: {', '.join(undertrained)}"
 
 # %% [markdown]
@@ -112,8 +143,14 @@ for stat, color in (("spearman", "C0"), ("kendall", "C1")):
 thr = summary["lag_at_threshold"]["sp"]
 ax.axhline(thr["threshold"], ls=":", color="gray")
 ax.axhline(0, color="k", lw=0.5)
-ax.set(xscale="log", xlabel="lag k (0 plotted at 0.5)", ylabel="rank correlation with l(T)", ylim=(-1.05, 1.05),
-       title=f"smallest k with rho >= {thr['threshold']}: {thr['lag']} (T = {T}); bands: bootstrap 95%")
+if thr["lag"] is not None:
+    ax.axvline(max(thr["lag"], 0.5), ls="--", color="C0", lw=0.8)
+ax.set(xscale="log", xlabel="lag k (0 plotted at 0.5)", ylabel="rank correlation with l(T)", ylim=(-1.05, 1.05))
+first = (f"first k with mean rho >= {thr['threshold']}: {thr['lag']} ({thr['lag'] / T:.0%} of T = {T})"
+         if thr["lag"] is not None else f"mean rho never reaches {thr['threshold']} within T = {T}")
+ax.set_title(f"{first}; rho(0) = {band(rho['0'])}\n{growth_vs_lag()}\n"
+             f"{power_line(summary['strategy_spread_over_seed_sd']['sp'])}; bands: bootstrap 95% over seeds",
+             fontsize=7)
 ax.legend(fontsize=7)
 save(fig, "lag_rho")
 
@@ -147,6 +184,7 @@ cells = [[s, f"{m:.4f}", "n/a" if c is None or np.isnan(c) else f"{c:.4f}", int(
 ax.table(cells, colLabels=["strategy", f"l(T={T}) mean", "95% CI ±", "seeds"], loc="center")
 verdict = "exceeds" if spread["exceeds"] else "does NOT exceed"
 ax.set_title(f"spread of strategy means {num(spread['spread'])} {verdict} the seed sd {num(spread['seed_sd'])}\n"
+             f"{power_line(spread)}\n"
              f"(strategy x seed residual sd {num(spread['paired_sd'])}: the noise within a seed's ranking)\n"
              f"best {spread['best']}, gap to 2nd {num(spread['best_gap'])} = {num(spread['best_gap_over_seed_sd'], 2)} seed sd",
              fontsize=8)
@@ -156,25 +194,42 @@ save(fig, "lag_final_table")
 # ## SP vs depth-muP: rho(k) and the post-growth LR
 
 # %%
-if len(summary["spearman_by_lag_by_param"]) > 1:
-    fig, axes = plt.subplots(1, 2, figsize=(9, 3.4))
+lr_opt = summary.get("post_growth_lr", {})
+if len(summary["spearman_by_lag_by_param"]) > 1 or lr_opt:
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.9), gridspec_kw={"wspace": 0.3})
     for i, (p, c) in enumerate(lag_summary[lag_summary["statistic"] == "spearman"].groupby("param")):
         c = c.sort_values("lag")
         x = c["lag"].clip(lower=0.5)
         thr_p = summary["lag_at_threshold"][p]["lag"]
         axes[0].plot(x, c["mean"], "o-", color=f"C{i}", label=f"{p} (k at threshold: {thr_p})")
         axes[0].fill_between(x, c["boot_lo"].astype(float), c["boot_hi"].astype(float), color=f"C{i}", alpha=0.2)
-    axes[0].set(xscale="log", xlabel="lag k", ylabel="Spearman rho(k)", ylim=(-1.05, 1.05))
+    axes[0].set(xscale="log", xlabel="lag k (0 plotted at 0.5)", ylabel="Spearman rho(k)", ylim=(-1.05, 1.05))
+    gvl = summary.get("rho_at_growth_vs_lag", {})
+    axes[0].set_title("\n".join(f"{p}: rho(k={g['lag']}) - rho(0) = {fmt(g['difference'])}"
+                                 for p, g in gvl.items()), fontsize=7)
     axes[0].legend(fontsize=7)
+    edges = []
     for i, (p, c) in enumerate(lr_sweep.groupby("param")):
+        o = lr_opt[p]
+        where = f"AT THE {o['at_edge'].upper()} EDGE of the grid: not an optimum" if o["at_edge"] else "interior"
+        if o.get("diverged_factors"):
+            where += "; diverged at x" + ", x".join(f"{f:g}" for f in o["diverged_factors"])
+        edges.append(f"{p}: best x{o['best_factor']:g} ({where})")
         axes[1].errorbar(c["lr_factor"], c["mean"], yerr=c["std"].fillna(0), fmt="o-", color=f"C{i}", capsize=2,
-                         label=f"{p}: best x{summary['post_growth_best_lr_factor'][p]:g}")
-    axes[1].set(xscale="log", xlabel="post-growth LR / base LR", ylabel=f"l(T={T})")
-    factors = sorted(lr_sweep["lr_factor"].unique())
-    axes[1].set_xticks(factors, [f"{f:g}" for f in factors], minor=False)
-    axes[1].minorticks_off()
-    axes[1].legend(fontsize=7)
-    axes[1].set_title("post-growth LR sweep (error bars: seed sd)", fontsize=8)
+                         label=f"{p}: best x{o['best_factor']:g}")
+        axes[1].plot([o["best_factor"]], [c.set_index("lr_factor").loc[o["best_factor"], "mean"]], "*", ms=12,
+                     color=f"C{i}", mec="k")
+    if edges:
+        axes[1].set(xscale="log", xlabel="post-growth LR / base LR", ylabel=f"l(T={T})")
+        factors = sorted(lr_sweep["lr_factor"].unique())
+        axes[1].set_xticks(factors, [f"{f:g}" for f in factors], minor=False)
+        axes[1].minorticks_off()
+        axes[1].legend(fontsize=7)
+        bars = "error bars: seed sd" if lr_sweep["count"].max() > 1 else "1 seed: no error bars"
+        axes[1].set_title(f"post-growth LR sweep ({bars})\n" + "\n".join(edges), fontsize=7)
+    else:
+        axes[1].axis("off")
+        axes[1].text(0.5, 0.5, "post-growth LR sweep disabled", ha="center", transform=axes[1].transAxes)
     save(fig, "lag_rho_by_param")
 
 # %% [markdown]
@@ -197,11 +252,20 @@ if avf:
     errs = [avf[n]["ci95"] or 0 for n in names]
     axes[1].barh(names, means, xerr=errs, color=["C3" if n == "adaptive" else "C0" for n in names])
     lo = min(m for m in means if m is not None)
-    axes[1].set_xlim(lo - 0.1, max(m + e for m, e in zip(means, errs, strict=True)) + 0.02)
+    axes[1].set_xlim(lo - 0.1, max(m + e for m, e in zip(means, errs, strict=True)) + 0.12)
     axes[1].set(xlabel="final held-out loss (mean ± 95% CI)")
     d = {n: avf[n].get("adaptive_minus_this") for n in names if n != "adaptive"}
     best_fixed = min((n for n in names if n != "adaptive"), key=lambda n: avf[n]["mean"])
-    axes[1].set_title(f"_pc: probe steps counted; adaptive - {best_fixed} = {fmt(d[best_fixed], 4)}", fontsize=8)
+    verdicts = [avf[n].get("verdict") for n in names if n != "adaptive"]
+    better = sum(v == "adaptive better" for v in verdicts)
+    worse = sum(v == "adaptive worse" for v in verdicts)
+    claim = ("paper's claim holds: adaptive beats every fixed schedule" if better == len(verdicts) else
+             f"paper's claim NOT shown: adaptive better than {better}, worse than {worse} of {len(verdicts)}")
+    axes[1].set_title(f"n = {avf['adaptive']['n']} seeds; _pc: probe steps counted; {claim}\n"
+                      f"adaptive - {best_fixed} = {fmt(d[best_fixed], 4)}", fontsize=7)
     for n, y in zip(names, range(len(names)), strict=True):
         axes[1].text(lo - 0.095, y, f"{avf[n]['total_steps']} steps", va="center", fontsize=6)
+        if n != "adaptive":
+            axes[1].text(avf[n]["mean"] + (avf[n]["ci95"] or 0) + 0.002, y,
+                         f"adaptive - this {fmt(d[n], 3)} ({avf[n].get('verdict') or 'n/a'})", va="center", fontsize=5)
     save(fig, "lag_stacking")

@@ -90,7 +90,8 @@ LAG_FIGURES = [
     "lag_selection",
     "lag_final_table",
 ]
-if config["lag"]["depth_mup"]["enabled"]:
+# rho(k) by parameterization and the post-growth LR sweep
+if config["lag"]["depth_mup"]["enabled"] or config["lag"]["lr_sweep"]["enabled"]:
     LAG_FIGURES.append("lag_rho_by_param")
 if config["lag"]["adaptive"]["enabled"]:
     LAG_FIGURES.append("lag_stacking")

@@ -12,8 +12,8 @@ import pandas as pd
 
 from ..scaling.analysis import ci95
 
-__all__ = ["aggregate_lag", "base_plateau", "bootstrap_ci", "kendall", "lag_correlations", "spearman",
-           "strategy_spread"]  # fmt: skip
+__all__ = ["aggregate_lag", "base_plateau", "bootstrap_ci", "kendall", "lag_correlations", "lr_sweep_optimum",
+           "rho_at_growth_vs_lag", "spearman", "spread_ratio_band", "strategy_spread"]  # fmt: skip
 
 
 def _ranks(x: np.ndarray) -> np.ndarray:
@@ -104,6 +104,35 @@ def strategy_spread(final: pd.DataFrame) -> dict[str, Any]:
             "best_gap_over_seed_sd": gap / seed_sd if seed_sd else math.nan}  # fmt: skip
 
 
+def spread_ratio_band(final: pd.DataFrame, n: int, seed: int) -> dict[str, float | None]:
+    """Percentile 95% bands of ``strategy_spread``'s ratio and paired ratio over resampled seeds.
+
+    Seeds are drawn with replacement (a seed keeps all its strategies, so the pairing
+    stays); each draw is relabelled so a repeated seed counts as another seed. With few
+    seeds a repeated seed shrinks the within-strategy sd, so the band leans high: read it
+    as the ratio's spread, not as a test.
+    """
+    wide = final.pivot_table(index="seed", columns="strategy", values="val_loss").dropna()
+    if len(wide) < 2 or wide.shape[1] < 2:
+        return {"ratio_boot_lo": None, "ratio_boot_hi": None, "ratio_paired_boot_lo": None,
+                "ratio_paired_boot_hi": None}  # fmt: skip
+    rng = np.random.default_rng(seed)
+    ratios, paired = [], []
+    for _ in range(n):
+        pick = wide.iloc[rng.integers(0, len(wide), len(wide))].reset_index(drop=True)
+        long = pick.rename_axis("seed").reset_index().melt(id_vars="seed", var_name="strategy", value_name="val_loss")
+        out = strategy_spread(long)
+        ratios.append(out["ratio"])
+        paired.append(out["ratio_paired"])
+
+    def band(v):
+        v = np.asarray([x for x in v if math.isfinite(x)], float)
+        return (float(np.quantile(v, 0.025)), float(np.quantile(v, 0.975))) if len(v) else (None, None)
+
+    (lo, hi), (plo, phi) = band(ratios), band(paired)
+    return {"ratio_boot_lo": lo, "ratio_boot_hi": hi, "ratio_paired_boot_lo": plo, "ratio_paired_boot_hi": phi}
+
+
 def base_plateau(curve: pd.DataFrame, steps: int, window: float, threshold: float) -> dict[str, Any]:
     """Relative fall of the base's val loss over the last ``window`` of training.
 
@@ -119,6 +148,63 @@ def base_plateau(curve: pd.DataFrame, steps: int, window: float, threshold: floa
     fall = float((start["value"] - end["value"]) / end["value"])
     return {"from_step": int(start["step"]), "loss_at_window": float(start["value"]), "final_loss": float(end["value"]),
             "relative_fall": fall, "undertrained": bool(fall > threshold)}  # fmt: skip
+
+
+def rho_at_growth_vs_lag(corr: pd.DataFrame, lag: int, boot: dict[str, int]) -> dict[str, Any]:
+    """Is the loss at growth a worse predictor than the loss at ``lag``? Paired by seed.
+
+    Args:
+        corr: ``lag_correlations`` rows (``seed``, ``lag``, ``spearman``).
+        lag: The lag compared with k = 0 (the lag at threshold, or the last lag before T).
+        boot: ``bootstrap`` resamples and ``bootstrap_seed``.
+
+    Returns:
+        ``lag``, ``rho0`` and ``rho_lag`` (mean, t-interval, bootstrap band), ``difference``
+        (rho(lag) - rho(0) per seed: mean, t-interval, bootstrap band) and ``below``: True
+        when the difference's t-interval lies above 0, False when it lies below, None when
+        it holds 0 (or there are too few seeds).
+    """
+    wide = corr.pivot_table(index="seed", columns="lag", values="spearman")
+    if 0 not in wide or lag not in wide:
+        return {"lag": lag, "rho0": None, "rho_lag": None, "difference": None, "below": None}
+
+    def entry(values) -> dict[str, Any]:
+        vals = [float(v) for v in values if math.isfinite(v)]
+        lo, hi = bootstrap_ci(vals, boot["bootstrap"], boot["bootstrap_seed"])
+        return {**ci95(vals), "boot_lo": lo, "boot_hi": hi}
+
+    diff = entry((wide[lag] - wide[0]).dropna())
+    below = None
+    if diff["ci95"] is not None and math.isfinite(diff["ci95"]):
+        lo, hi = diff["mean"] - diff["ci95"], diff["mean"] + diff["ci95"]
+        below = True if lo > 0 else False if hi < 0 else None
+    return {"lag": int(lag), "rho0": entry(wide[0].dropna()), "rho_lag": entry(wide[lag].dropna()),
+            "difference": diff, "below": below}  # fmt: skip
+
+
+def lr_sweep_optimum(table: pd.DataFrame) -> dict[str, Any]:
+    """Best post-growth LR factor of a sweep and whether it sits at the edge of the grid.
+
+    Args:
+        table: ``lr_factor`` and ``mean`` (final loss over seeds) of one parameterization;
+            non-finite means (diverged) are skipped.
+
+    Returns:
+        ``best_factor``, ``factors`` (the finite grid, ascending), ``means`` (per factor),
+        ``at_edge`` (``"low"`` or ``"high"`` when the best is the smallest or largest finite
+        factor, else None), ``interior`` and ``octaves_to_edge`` (log2 distance from the best
+        to the nearer end of the grid).
+    """
+    t = table[np.isfinite(table["mean"].astype(float))].sort_values("lr_factor")
+    if t.empty:
+        return {"best_factor": None, "factors": [], "means": [], "at_edge": None, "interior": False,
+                "octaves_to_edge": None}  # fmt: skip
+    factors = [float(f) for f in t["lr_factor"]]
+    best = float(t.loc[t["mean"].astype(float).idxmin(), "lr_factor"])
+    edge = "low" if best == factors[0] else "high" if best == factors[-1] else None
+    octaves = min(math.log2(best / factors[0]), math.log2(factors[-1] / best))
+    return {"best_factor": best, "factors": factors, "means": [float(m) for m in t["mean"]],
+            "at_edge": edge, "interior": edge is None, "octaves_to_edge": float(octaves)}  # fmt: skip
 
 
 def _read(run_dirs: list[Path]) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame, pd.DataFrame]:
@@ -172,12 +258,25 @@ def _stacking(runs: pd.DataFrame, lag: pd.DataFrame, cfg: dict[str, Any]) -> dic
     plain = a["start_steps"] + a["stage_steps"] * (a["end_depth"] - a["start_depth"])
     out = {}
     for sched, vals in per.items():
-        total = plain + (overhead if sched == "adaptive" or sched.endswith("_pc") else 0)
-        entry = {**ci95(list(vals)), "total_steps": int(total)}
+        counted = sched == "adaptive" or sched.endswith("_pc")
+        entry = {**ci95(list(vals)), "total_steps": int(plain + (overhead if counted else 0)),
+                 "probe_steps_counted": counted}  # fmt: skip
         if sched != "adaptive" and "adaptive" in per:
-            entry["adaptive_minus_this"] = ci95(list((per["adaptive"] - vals).dropna()))
+            diff = ci95(list((per["adaptive"] - vals).dropna()))
+            entry["adaptive_minus_this"] = diff
+            entry["verdict"] = _verdict(diff)
         out[sched] = entry
     return out
+
+
+def _verdict(diff: dict[str, Any]) -> str | None:
+    """Adaptive minus a fixed schedule: which is better by its 95% t-interval (None: too few seeds)."""
+    if diff.get("ci95") is None or not math.isfinite(diff["ci95"]):
+        return None
+    if diff["ci95"] == 0 and diff["mean"] == 0:
+        return "identical"
+    lo, hi = diff["mean"] - diff["ci95"], diff["mean"] + diff["ci95"]
+    return "adaptive worse" if lo > 0 else "adaptive better" if hi < 0 else "no significant difference"
 
 
 def _clean(obj: Any) -> Any:
@@ -244,14 +343,26 @@ def aggregate_lag(run_dirs: list[Path], out_dir: Path, cfg: dict[str, Any]) -> d
     for p, by in summary["spearman_by_lag_by_param"].items():
         hit = [int(k) for k, v in by.items() if v["mean"] is not None and v["mean"] >= an["rho_threshold"]]
         summary["lag_at_threshold"][p] = {"threshold": an["rho_threshold"], "lag": min(hit) if hit else None}
+    # the loss at growth against the loss at the lag (the threshold's below T, else the last before T)
+    summary["rho_at_growth_vs_lag"] = {}
+    for p, c in corr.groupby("param"):
+        hit = summary["lag_at_threshold"][p]["lag"]
+        before = sorted(int(k) for k in c["lag"].unique() if 0 < int(k) < T)
+        k = hit if hit not in (None, 0, T) else (before[-1] if before else None)  # rho(T) = 1 by definition
+        if k is not None:
+            summary["rho_at_growth_vs_lag"][p] = rho_at_growth_vs_lag(c, k, an)
     cands = int(sp["candidates"].max()) if len(sp) else 0
     summary["selection_cost_steps"] = {str(k): (cands - 1) * int(k) for k in sorted(sp["lag"].unique())}
     final = lag[(lag["group"] == "pool") & (lag["lag"] == T)]
     summary["final_loss"] = {s: ci95(list(c["val_loss"])) for s, c in final[final["param"] == "sp"].groupby("strategy")}
     summary["final_loss_by_param"] = {p: {s: ci95(list(c2["val_loss"])) for s, c2 in c.groupby("strategy")}
                                       for p, c in final.groupby("param")}  # fmt: skip
-    summary["strategy_spread_over_seed_sd"] = {p: strategy_spread(c[c["strategy"] != "scratch"])
-                                               for p, c in final.groupby("param")}  # fmt: skip
+    # bootstrap draws of seeds: fewer than the rho bands' (each recomputes the whole spread)
+    n_band = min(an["bootstrap"], 500)
+    summary["strategy_spread_over_seed_sd"] = {
+        p: {**strategy_spread(c[c["strategy"] != "scratch"]),
+            **spread_ratio_band(c[c["strategy"] != "scratch"], n_band, an["bootstrap_seed"])}
+        for p, c in final.groupby("param")}  # fmt: skip
     summary["loss_at_growth"] = {s: ci95(list(c["val_loss"])) for s, c in
                                  pool[(pool["param"] == "sp") & (pool["lag"] == 0)].groupby("strategy")}  # fmt: skip
     # moments ablation: paired against the same strategy with a fresh optimizer
@@ -264,11 +375,20 @@ def aggregate_lag(run_dirs: list[Path], out_dir: Path, cfg: dict[str, Any]) -> d
     # post-growth LR sweep
     sweep = lag[lag["group"].isin(["lr", "pool"]) & (lag["lag"] == T)]
     sweep = sweep[sweep["strategy"] == cfg["lr_sweep"]["strategy"]]
-    sweep = sweep[sweep["seed"].isin(cfg["lr_sweep"]["seeds"])].assign(lr_factor=lambda t: t["lr"] / cfg["training"]["lr"])
+    sweep = sweep[sweep["seed"].isin(cfg["lr_sweep"]["seeds"])].assign(
+        lr_factor=lambda t: (t["lr"] / cfg["training"]["lr"]).round(6))
     lr_table = sweep.groupby(["param", "lr_factor"])["val_loss"].agg(["mean", "std", "count"]).reset_index()
-    summary["post_growth_best_lr_factor"] = {
-        p: float(c.loc[c["mean"].idxmin(), "lr_factor"]) for p, c in lr_table.groupby("param")} if len(lr_table) else {}
-    summary["post_growth_lr_factors"] = {p: sorted(float(f) for f in c["lr_factor"]) for p, c in lr_table.groupby("param")}
+    if cfg["lr_sweep"]["enabled"]:  # else the table holds only the pool's own LR: not a sweep
+        summary["post_growth_lr"] = {p: lr_sweep_optimum(c) for p, c in lr_table.groupby("param")}
+    else:
+        summary["post_growth_lr"], lr_table = {}, lr_table.iloc[:0]
+    summary["post_growth_best_lr_factor"] = {p: o["best_factor"] for p, o in summary["post_growth_lr"].items()}
+    summary["post_growth_lr_factors"] = {p: o["factors"] for p, o in summary["post_growth_lr"].items()}
+    summary["post_growth_lr_at_edge"] = {p: o["at_edge"] for p, o in summary["post_growth_lr"].items()}
+    gone = runs[(runs["group"] == "lr") & runs["diverged"]]
+    for p, o in summary["post_growth_lr"].items():  # a diverged factor: the edge is then the stability edge
+        o["diverged_factors"] = sorted({round(float(lr) / cfg["training"]["lr"], 6) for lr in
+                                        gone.loc[gone["param"] == p, "lr"]})  # fmt: skip
     summary["adaptive_vs_fixed"] = _stacking(runs, lag, cfg)
     lag_summary = pd.DataFrame([{"param": p, "statistic": stat, "lag": int(k), **v}
                                 for stat in ("spearman", "kendall", "regret", "top1")

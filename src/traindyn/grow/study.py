@@ -71,6 +71,18 @@ def checks(cfg: dict[str, Any]) -> list[str]:
     if 1.0 in [float(f) for f in lag["lr_sweep"]["factors"]]:
         problems.append("lag.lr_sweep.factors contains 1: the base LR is the pool run itself; drop it")
     if lag["lr_sweep"]["enabled"]:
+        factors = [float(f) for f in lag["lr_sweep"]["factors"]]
+        if not (min(factors) < 1 < max(factors)):
+            problems.append(f"lag.lr_sweep.factors {factors} must lie on both sides of 1 (the pool's own LR), "
+                            "else the sweep's best factor cannot be interior to its grid")  # fmt: skip
+        swept = lag["lr_sweep"]["strategy"]
+        pools = [("lag.grow.strategies", g["strategies"])]
+        if lag["depth_mup"]["enabled"]:
+            pools.append(("lag.depth_mup.strategies", lag["depth_mup"]["strategies"] or g["strategies"]))
+        for key, names in pools:
+            if swept not in names:
+                problems.append(f"lag.lr_sweep.strategy={swept!r} is not in {key}: the sweep's factor 1 is that "
+                                "pool's run, so the grid would miss the base LR")  # fmt: skip
         missing = sorted(set(lag["lr_sweep"]["seeds"]) - set(lag["seeds"]))
         if missing:
             problems.append(f"lag.lr_sweep.seeds {missing} are not in lag.seeds")

@@ -48,10 +48,19 @@ def findings(summary: dict[str, Any]) -> list[str]:
         if lag is None:
             text += f" and never reaches {thr} within T = {T} steps."
         else:
+            text += (f"; the mean first reaches {thr} at k = {lag} ({lag / T:.0%} of T = {T}), where rho = {ci(at)}"
+                     f"{_band(at)}.")  # fmt: skip
+        g = summary.get("rho_at_growth_vs_lag", {}).get("sp")
+        if g and g.get("difference"):
+            verdict = {True: "below", False: "above", None: "not clearly below"}[g.get("below")]
+            claim = {True: "holds", False: "fails", None: "is not shown"}[g.get("below")]
+            text += (f" Paired by seed, rho(k = {g['lag']}) - rho(0) = {ci(g['difference'], sign=True)}"
+                     f"{_band(g['difference'])}: rho(0) is {verdict} rho({g['lag']}), so the paper's claim that the "
+                     f"loss at growth ranks worse than the loss after a short lag {claim} at this scale.")  # fmt: skip
+        elif lag is not None:
             below = r0 and at and r0["mean"] is not None and (r0["mean"] + (r0.get("ci95") or 0)
                                                                 < at["mean"] - (at.get("ci95") or 0))  # fmt: skip
-            text += (f"; the mean first reaches {thr} at k = {lag} ({lag / T:.0%} of T = {T}), where rho = {ci(at)}"
-                     f"{_band(at)}. rho(0) is {'below' if below else 'not clearly below'} rho at that lag "
+            text += (f" rho(0) is {'below' if below else 'not clearly below'} rho at that lag "
                      f"({'the intervals apart' if below else 'the intervals overlap'}).")  # fmt: skip
         out.append(text)
     for p, s in _by_param(summary.get("strategy_spread_over_seed_sd", {})).items():
@@ -60,9 +69,12 @@ def findings(summary: dict[str, Any]) -> list[str]:
         power = ("the strategies' final losses differ by more than seed noise" if s["ratio"] >= 1 else
                  "the strategies' final losses differ by less than the seed-to-seed noise, so the ranking the "
                  "correlations score is mostly noise at this scale")  # fmt: skip
+        rb = (f" [{s['ratio_boot_lo']:.2f}, {s['ratio_boot_hi']:.2f}]" if s.get("ratio_boot_lo") is not None else "")
+        pb = (f" [{s['ratio_paired_boot_lo']:.2f}, {s['ratio_paired_boot_hi']:.2f}]"
+              if s.get("ratio_paired_boot_lo") is not None else "")  # fmt: skip
         out.append(f"- **Power, {_param(p)}**: the sd of the strategies' mean final loss is "
                    f"{fmt(s['spread'], 2)} nats against a seed sd of {fmt(s['seed_sd'], 2)} (ratio "
-                   f"{fmt(s['ratio'], 2)}; paired by seed {fmt(s.get('ratio_paired'), 2)}): {power}. Best: "
+                   f"{fmt(s['ratio'], 2)}{rb}; paired by seed {fmt(s.get('ratio_paired'), 2)}{pb}): {power}. Best: "
                    f"{_name(s.get('best', '?'))}, ahead of the next by {fmt(s.get('best_gap'), 2)} nats.")  # fmt: skip
     by_param = _by_param(summary.get("spearman_by_lag_by_param", {}))
     if len(by_param) > 1:
@@ -76,26 +88,35 @@ def findings(summary: dict[str, Any]) -> list[str]:
     grid = summary.get("post_growth_lr_factors", {})
     if best:
         parts = []
+        at_edge = summary.get("post_growth_lr_at_edge", {})
         for p, f in best.items():
             g = grid.get(p, [])
-            edge = g and (f == min(g) or f == max(g))
+            edge = bool(at_edge[p]) if p in at_edge else g and (f == min(g) or f == max(g))
+            gone = summary.get("post_growth_lr", {}).get(p, {}).get("diverged_factors") or []
             parts.append(f"{_param(p)} x{fmt(f, 2)} of the base LR" +
-                         (f" (**at the edge** of the grid {', '.join(fmt(x, 2) for x in g)}: not an optimum)" if edge
-                          else f" (interior to the grid {', '.join(fmt(x, 2) for x in g)})" if g else ""))  # fmt: skip
+                         (f" (**at the edge** of the grid {', '.join(f'{x:g}' for x in g)}: not an optimum)" if edge
+                          else f" (interior to the grid {', '.join(f'{x:g}' for x in g)})" if g else "") +
+                         (f"; diverged at x{', x'.join(f'{x:g}' for x in gone)}" if gone else ""))  # fmt: skip
         out.append("- **Post-growth LR sweep**, best factor: " + "; ".join(parts) + ".")
     stack = summary.get("adaptive_vs_fixed", {})
     if "adaptive" in stack:
         a = stack["adaptive"]
-        parts = []
+        parts, verdicts = [], []
         for s, e in stack.items():
             d = e.get("adaptive_minus_this")
             if d:
-                verdict = {1: "adaptive worse", -1: "adaptive better", 0: "no significant difference"}.get(
-                    sign_of(d), "too few seeds")  # fmt: skip
+                verdict = e.get("verdict") or {1: "adaptive worse", -1: "adaptive better",
+                                               0: "no significant difference"}.get(sign_of(d), "too few seeds")
+                verdicts.append(verdict)
                 parts.append(f"{_name(s)} {ci(d, 3, sign=True)} ({verdict}; {e['total_steps']} steps)")
+        better, worse = verdicts.count("adaptive better"), verdicts.count("adaptive worse")
+        claim = ("the paper's claim that adaptive stacking beats fixed schedules holds here" if verdicts and
+                 better == len(verdicts) else f"the paper's claim that adaptive stacking beats fixed schedules is "
+                 f"not shown at this scale: adaptive is better than {better}, worse than {worse} and not "
+                 f"distinguishable from {len(verdicts) - better - worse} of the {len(verdicts)} fixed schedules")
         out.append(f"- **Adaptive gradual stacking** (n = {a.get('n')} seeds, final loss {ci(a, 3)}, "
                    f"{a.get('total_steps')} steps with its probes), adaptive minus each fixed schedule: "
-                   + "; ".join(parts) + ". `_pc`: the fixed schedule given the probes' steps too.")  # fmt: skip
+                   + "; ".join(parts) + f". `_pc`: the fixed schedule given the probes' steps too. So {claim}.")
     mom = summary.get("moments_ablation", {})
     for s, e in mom.items():
         out.append(f"- **Grown Adam moments** ({_name(s)}): {ci(e.get('minus_fresh'), 4, sign=True)} nats against a "
@@ -130,12 +151,20 @@ def markdown(summary: dict[str, Any]) -> str:
         order = sorted(final, key=lambda s: final[s]["mean"] if final[s]["mean"] is not None else float("inf"))
         lines += ["### Loss at growth and at the end (SP)", "", *table(
             ["strategy", "l(0)", "l(T)"], [[_name(s), ci(start.get(s), 4), ci(final[s], 4)] for s in order])]  # fmt: skip
+    sweep = _by_param(summary.get("post_growth_lr", {}))
+    if sweep:
+        factors = sorted({f for o in sweep.values() for f in o.get("factors", [])})
+        means = {p: dict(zip(o.get("factors", []), o.get("means", []), strict=False)) for p, o in sweep.items()}
+        lines += ["### Post-growth LR sweep (final loss, mean over the sweep's seeds)", "", *table(
+            ["LR factor", *(_param(p) for p in sweep)],
+            [[fmt(f, 3)] + [fmt(means[p].get(f), 4) + (" **best**" if sweep[p].get("best_factor") == f else "") for p in sweep]
+             for f in factors])]  # fmt: skip
     stack = summary.get("adaptive_vs_fixed", {})
     if stack:
         lines += ["### Gradual stacking (last stage)", "", *table(
-            ["schedule", "final loss", "total steps", "adaptive minus this"],
-            [[_name(s), ci(e, 3), str(e.get("total_steps")), ci(e.get("adaptive_minus_this"), 3, sign=True)]
-             for s, e in stack.items()])]  # fmt: skip
+            ["schedule", "final loss", "total steps", "adaptive minus this", "verdict"],
+            [[_name(s), ci(e, 3), str(e.get("total_steps")), ci(e.get("adaptive_minus_this"), 3, sign=True),
+              e.get("verdict") or ""] for s, e in stack.items()])]  # fmt: skip
     return "\n".join(lines).rstrip() + "\n"
 
 
