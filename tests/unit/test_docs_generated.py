@@ -137,6 +137,10 @@ def test_lag_findings_say_whether_the_study_has_power():
     text = lag.markdown(summary)
     assert "first reaches 0.8 at k = 80 (40% of T = 200)" in text and "rho(0) is below" in text
     assert "mostly noise at this scale" in text and "**at the edge**" in text
+    cell = lag.headline(summary)
+    assert "0.15 (paired by seed 1.9): below 1" in cell and "within a seed their order holds" in cell
+    summary["strategy_spread_over_seed_sd"]["sp"]["ratio_paired"] = 0.8
+    assert "within a seed" not in lag.headline(summary)
     summary["strategy_spread_over_seed_sd"]["sp"]["ratio"] = 1.4
     summary["post_growth_best_lr_factor"]["sp"] = 1.0
     text = lag.markdown(summary)

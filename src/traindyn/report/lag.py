@@ -177,6 +177,11 @@ def headline(summary: dict[str, Any]) -> str:
     s = summary.get("strategy_spread_over_seed_sd", {}).get("sp", {})
     power = ""
     if s.get("ratio") is not None:
-        power = (f"; strategy spread / seed sd {fmt(s['ratio'], 2)}"
-                 + (" (the final ranking is mostly seed noise at this scale)" if s["ratio"] < 1 else ""))  # fmt: skip
+        paired = s.get("ratio_paired")
+        power = f"; strategy spread / seed sd {fmt(s['ratio'], 2)}"
+        if paired is not None:
+            power += f" (paired by seed {fmt(paired, 2)})"
+        if s["ratio"] < 1:
+            power += (": below 1, so the strategies' final losses differ by less than seed noise"
+                      + ("; within a seed their order holds" if paired is not None and paired >= 1 else ""))  # fmt: skip
     return f"Spearman rho(l(k), l(T)): rho(0) = {ci(rho.get('0'))}, {first}{power}."
