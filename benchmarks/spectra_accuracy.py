@@ -56,7 +56,9 @@ def spectra_runs(pattern: str, seeds: list[int] | None = None) -> list:
     cfg = load_config([ROOT / "config.yaml"])
     scaling = cfg.raw["scaling"]
     if seeds is not None:
+        depth_seeds = scaling["depth_sweep"].get("seeds") or scaling["seeds"]
         scaling = {**scaling, "seeds": sorted(set(scaling["seeds"]) | set(seeds)),
+                   "depth_sweep": {**scaling["depth_sweep"], "seeds": sorted(set(depth_seeds) | set(seeds))},
                    "sharpness": {**scaling["sharpness"], "seeds": list(seeds)},
                    "gpt_sweep": {**scaling["gpt_sweep"], "seeds": list(seeds)}}
     runs = [s for s in scaling_runs(scaling).values()
