@@ -131,26 +131,32 @@ save(fig, "scaling_sharpness_spread")
 # ## GPT with Adam: Hessian and Adam-preconditioned sharpness per width
 
 # %%
-gpt = top[(top["sweep"] == "gpt") & top["measure"].isin(["hessian", "preconditioned"])]
-if len(gpt):
-    gparams = [p for p in ["sp", "ntk", "mup"] if p in set(gpt["param"])]
-    measures = [m for m in ["preconditioned", "hessian"] if m in set(gpt["measure"])]
-    fig, axes = plt.subplots(len(measures), len(gparams), figsize=(4.2 * len(gparams), 3.2 * len(measures)),
+def adam_grid(data, panel_key, panels, panel_name, size_key, suffix, name, suptitle):
+    """Rows: preconditioned and Hessian sharpness; columns: ``panels``; one curve per size."""
+    measures = [m for m in ["preconditioned", "hessian"] if m in set(data["measure"])]
+    fig, axes = plt.subplots(len(measures), len(panels), figsize=(4.2 * len(panels), 3.2 * len(measures)),
                              squeeze=False)
     for row, m in enumerate(measures):
-        key = "preconditioned_sharpness_spread_gpt" if m == "preconditioned" else "sharpness_spread_gpt"
-        for col, p in enumerate(gparams):
-            cell = gpt[(gpt["param"] == p) & (gpt["measure"] == m)]
+        key = f"preconditioned_sharpness_spread{suffix}" if m == "preconditioned" else f"sharpness_spread{suffix}"
+        for col, value in enumerate(panels):
+            cell = data[(data[panel_key] == value) & (data["measure"] == m)]
             eta0 = float(cell["eta0"].iloc[0])
             # Adam's preconditioned sharpness settles near (2 + 2 beta1) / ((1 - beta1) eta) = 38 / eta
-            per_size(axes[row][col], cell, "width", "sharpness_base_lr_units",
+            per_size(axes[row][col], cell, size_key, "sharpness_base_lr_units",
                      eos=38 / eta0 if m == "preconditioned" else None)
-            axes[row][col].set(title=f"{NAMES[p]}, {m}, η0={eta0:g}: S = {fmt_ci(summary.get(key, {}).get(p))}",
+            entry = summary.get(key, {}).get(value if isinstance(value, str) else f"{value:g}")
+            axes[row][col].set(title=f"{panel_name(value)}, {m}, η0={eta0:g}: S = {fmt_ci(entry)}",
                                ylabel=("λmax(P⁻¹ᐟ²HP⁻¹ᐟ²)" if m == "preconditioned" else "λmax(H)") + " · η/η0")
-    fig.suptitle("GPT char-LM with Adam: sharpness in base-LR units per width (mean and 95% CI over seeds); "
-                 "dashed: Adam's stability threshold 38/η0 (β1 = 0.9)", fontsize=9)
+    fig.suptitle(suptitle, fontsize=9)
     fig.tight_layout()
-    save(fig, "scaling_sharpness_gpt")
+    save(fig, name)
+
+
+gpt = top[(top["sweep"] == "gpt") & top["measure"].isin(["hessian", "preconditioned"])]
+if len(gpt):
+    adam_grid(gpt, "param", [p for p in ["sp", "ntk", "mup"] if p in set(gpt["param"])], NAMES.get, "width", "_gpt",
+              "scaling_sharpness_gpt", "GPT char-LM with Adam: sharpness in base-LR units per width (mean and 95% CI "
+              "over seeds); dashed: Adam's stability threshold 38/η0 (β1 = 0.9)")
 
 # %% [markdown]
 # ## Sharpness vs step across depth (depth-μP)
@@ -174,24 +180,10 @@ if len(depth):
 # %%
 gdepth = top[(top["sweep"] == "gpt-depth") & top["measure"].isin(["hessian", "preconditioned"])]
 if len(gdepth):
-    alphas = sorted(gdepth["alpha"].unique())
-    measures = [m for m in ["preconditioned", "hessian"] if m in set(gdepth["measure"])]
-    fig, axes = plt.subplots(len(measures), len(alphas), figsize=(4.2 * len(alphas), 3.2 * len(measures)),
-                             squeeze=False)
-    for row, m in enumerate(measures):
-        key = "preconditioned_sharpness_spread_depth_gpt" if m == "preconditioned" else "sharpness_spread_depth_gpt"
-        for col, a in enumerate(alphas):
-            cell = gdepth[(gdepth["alpha"] == a) & (gdepth["measure"] == m)]
-            eta0 = float(cell["eta0"].iloc[0])
-            per_size(axes[row][col], cell, "depth", "sharpness_base_lr_units",
-                     eos=38 / eta0 if m == "preconditioned" else None)
-            name = "standard (α = 0)" if a == 0 else f"depth-μP α = {a:g}"
-            axes[row][col].set(title=f"{name}, {m}, η0={eta0:g}: S = {fmt_ci(summary.get(key, {}).get(f'{a:g}'))}",
-                               ylabel=("λmax(P⁻¹ᐟ²HP⁻¹ᐟ²)" if m == "preconditioned" else "λmax(H)") + " · η/η0")
-    fig.suptitle("GPT char-LM with Adam (μP): sharpness in base-LR units per depth L (mean and 95% CI over "
-                 "seeds); S = std over depths of log sharpness; dashed: 38/η0", fontsize=9)
-    fig.tight_layout()
-    save(fig, "scaling_sharpness_depth_gpt")
+    adam_grid(gdepth, "alpha", sorted(gdepth["alpha"].unique()),
+              lambda a: "standard (α = 0)" if a == 0 else f"depth-μP α = {a:g}", "depth", "_depth_gpt",
+              "scaling_sharpness_depth_gpt", "GPT char-LM with Adam (μP): sharpness in base-LR units per depth L "
+              "(mean and 95% CI over seeds); S = std over depths of log sharpness; dashed: 38/η0")
 
 # %%
 pd.DataFrame({k: {p: fmt_ci(v) for p, v in summary[k].items()}
