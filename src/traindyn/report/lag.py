@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .common import ci, fmt, page_head, sign_of, table
+from .common import ci, fmt, page_head, table
 
 __all__ = ["headline", "markdown"]
 
@@ -88,10 +88,9 @@ def findings(summary: dict[str, Any]) -> list[str]:
     grid = summary.get("post_growth_lr_factors", {})
     if best:
         parts = []
-        at_edge = summary.get("post_growth_lr_at_edge", {})
         for p, f in best.items():
-            g = grid.get(p, [])
-            edge = bool(at_edge[p]) if p in at_edge else g and (f == min(g) or f == max(g))
+            g = grid.get(p, [])  # the finite grid: the best at either end is an edge
+            edge = g and (f == min(g) or f == max(g))
             gone = summary.get("post_growth_lr", {}).get(p, {}).get("diverged_factors") or []
             parts.append(f"{_param(p)} x{fmt(f, 2)} of the base LR" +
                          (f" (**at the edge** of the grid {', '.join(f'{x:g}' for x in g)}: not an optimum)" if edge
@@ -105,8 +104,7 @@ def findings(summary: dict[str, Any]) -> list[str]:
         for s, e in stack.items():
             d = e.get("adaptive_minus_this")
             if d:
-                verdict = e.get("verdict") or {1: "adaptive worse", -1: "adaptive better",
-                                               0: "no significant difference"}.get(sign_of(d), "too few seeds")
+                verdict = e.get("verdict") or "too few seeds"  # the aggregation's, from d's interval
                 verdicts.append(verdict)
                 parts.append(f"{_name(s)} {ci(d, 3, sign=True)} ({verdict}; {e['total_steps']} steps)")
         better, worse = verdicts.count("adaptive better"), verdicts.count("adaptive worse")
