@@ -103,7 +103,7 @@ def test_grid_ids_data_order_and_dependencies():
     runs = lag_runs(cfg["lag"])
     seeds, strategies = cfg["lag"]["seeds"], cfg["lag"]["grow"]["strategies"]
     L, b = cfg["lag"]["base"]["depth"], cfg["lag"]["grow"]["added"]
-    assert f"sp-base-d{L}-s0" in runs and f"sp-copy_top-d{L + b}-s{seeds[-1]}" in runs
+    assert f"sp-base-d{L}-s0" in runs and f"sp-{strategies[0]}-d{L + b}-s{seeds[-1]}" in runs
     for seed in seeds:
         grown = [s for s in runs.values() if s.seed == seed and s.extra.get("group") == "pool" and s.param == "sp"]
         assert len(grown) == len(strategies)
@@ -127,8 +127,16 @@ def test_checks_name_the_keys():
 
     assert checks(_cfg()) == []
     with pytest.raises(ConfigError) as err:
-        _cfg(grow={"strategies": ["stack", "copy_top", "scratch"]}, lr_sweep={"factors": [1.0]}, adaptive={"lag": 500})
+        _cfg(base={"depth": 4}, grow={"strategies": ["stack", "copy_top", "scratch"], "added": 2},
+             lr_sweep={"factors": [1.0]}, adaptive={"lag": 500})
     problems = str(err.value)
     assert "lag.grow.strategies" in problems and "rank" in problems and "doubles the depth" in problems
     assert "lag.lr_sweep.factors" in problems and "lag.adaptive.lag" in problems
     assert lag_runs(_cfg(enabled=False)["lag"]) == {}
+    # at b = L copy top, copy middle and the stack are one plan (012012): ranking it twice is an error
+    with pytest.raises(ConfigError) as err:
+        _cfg(base={"depth": 3}, grow={"strategies": ["stack", "copy_middle", "interleave", "random_top"], "added": 3},
+             lr_sweep={"strategy": "stack"})
+    assert "'stack' and 'copy_middle' build the same model at lag.base.depth=3, lag.grow.added=3" in str(err.value)
+    assert checks(_cfg(base={"depth": 4}, grow={"strategies": ["copy_top", "copy_middle", "random_top"], "added": 2},
+                       lr_sweep={"strategy": "copy_top"})) == []  # fmt: skip

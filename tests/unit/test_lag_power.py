@@ -139,6 +139,6 @@ def test_the_swept_strategy_must_be_in_the_pool():
     from traindyn.config import ConfigError, resolve
 
     raw = yaml.safe_load(open("config.yaml"))
-    raw["lag"]["lr_sweep"] = {**raw["lag"]["lr_sweep"], "strategy": "interleave"}
-    with pytest.raises(ConfigError, match="lag.lr_sweep.strategy='interleave' is not in lag.grow.strategies"):
+    raw["lag"]["lr_sweep"] = {**raw["lag"]["lr_sweep"], "strategy": "random_middle"}
+    with pytest.raises(ConfigError, match="lag.lr_sweep.strategy='random_middle' is not in lag.grow.strategies"):
         resolve(raw)

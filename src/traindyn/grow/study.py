@@ -54,13 +54,19 @@ def checks(cfg: dict[str, Any]) -> list[str]:
         problems.append(f"lag.model.n_heads={m['n_heads']} does not divide lag.model.width={m['width']}")
     for key, names in (("lag.grow.strategies", g["strategies"]), ("lag.depth_mup.strategies",
                                                                    lag["depth_mup"]["strategies"])):  # fmt: skip
+        plans: dict[str, str] = {}
         for s in names:
             if s in ("net2wider", "scratch"):
                 continue
             try:
-                depth_plan(s, L, g["added"])
+                plan = repr(depth_plan(s, L, g["added"]))
             except ValueError as err:
                 problems.append(f"{key}: {err} (lag.base.depth={L}, lag.grow.added={g['added']})")
+                continue
+            if plan in plans:  # e.g. copy_top and stack when added == base_depth
+                problems.append(f"{key}: {plans[plan]!r} and {s!r} build the same model at lag.base.depth={L}, "
+                                f"lag.grow.added={g['added']}: keep one of them")  # fmt: skip
+            plans.setdefault(plan, s)
     ranked = [s for s in g["strategies"] if s != "scratch"]
     if len(ranked) < 3:
         problems.append(f"lag.grow.strategies ranks {len(ranked)} growth strategies: rank correlations "
