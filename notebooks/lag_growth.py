@@ -86,7 +86,13 @@ def power_line(s):
     rb = f" [{s['ratio_boot_lo']:.2f}, {s['ratio_boot_hi']:.2f}]" if s.get("ratio_boot_lo") is not None else ""
     pb = (f" [{s['ratio_paired_boot_lo']:.2f}, {s['ratio_paired_boot_hi']:.2f}]"
           if s.get("ratio_paired_boot_lo") is not None else "")
-    verdict = "final ranking above seed noise" if s["ratio"] >= 1 else "final ranking mostly SEED NOISE"
+    paired = s.get("ratio_paired_boot_lo") if s.get("ratio_paired_boot_lo") is not None else s.get("ratio_paired")
+    if s["ratio"] >= 1:
+        verdict = "final ranking above seed noise"
+    elif paired is not None and paired >= 1:
+        verdict = "spread BELOW the seed sd; within a seed the order holds"
+    else:
+        verdict = "final ranking mostly SEED NOISE"
     return (f"spread/seed sd = {num(s['ratio'], 2)}{rb} (paired by seed {num(s.get('ratio_paired'), 2)}{pb}): "
             f"{verdict}")
 base_note = "base past plateau" if not undertrained else f"UNDERTRAINED base: {', '.join(undertrained)}"

@@ -66,9 +66,16 @@ def findings(summary: dict[str, Any]) -> list[str]:
     for p, s in _by_param(summary.get("strategy_spread_over_seed_sd", {})).items():
         if s.get("ratio") is None:
             continue
-        power = ("the strategies' final losses differ by more than seed noise" if s["ratio"] >= 1 else
-                 "the strategies' final losses differ by less than the seed-to-seed noise, so the ranking the "
-                 "correlations score is mostly noise at this scale")  # fmt: skip
+        if s["ratio"] >= 1:
+            power = "the strategies' final losses differ by more than seed noise"
+        elif _paired_holds(s):
+            power = ("the strategies' mean final losses differ by less than the seed-to-seed spread, which is "
+                     "mostly the bases' own (a seed worse for one strategy is worse for all), but paired by seed "
+                     "they differ by more than the noise within a seed: each seed's ranking, the one the "
+                     "correlations score, holds; which strategy is best on average over bases is within seed noise")  # fmt: skip
+        else:
+            power = ("the strategies' final losses differ by less than the seed-to-seed noise, so the ranking the "
+                     "correlations score is mostly noise at this scale")  # fmt: skip
         rb = (f" [{s['ratio_boot_lo']:.2f}, {s['ratio_boot_hi']:.2f}]" if s.get("ratio_boot_lo") is not None else "")
         pb = (f" [{s['ratio_paired_boot_lo']:.2f}, {s['ratio_paired_boot_hi']:.2f}]"
               if s.get("ratio_paired_boot_lo") is not None else "")  # fmt: skip
@@ -166,6 +173,13 @@ def markdown(summary: dict[str, Any]) -> str:
     return "\n".join(lines).rstrip() + "\n"
 
 
+def _paired_holds(s: dict[str, Any]) -> bool:
+    """Whether the paired spread ratio is at least 1 (its bootstrap band's low end, when there is one)."""
+    low = s.get("ratio_paired_boot_lo")
+    value = low if low is not None else s.get("ratio_paired")
+    return value is not None and value >= 1
+
+
 def headline(summary: dict[str, Any]) -> str:
     """One table cell: the measured answer with its intervals."""
     rho = summary.get("spearman_by_lag", {})
@@ -181,5 +195,5 @@ def headline(summary: dict[str, Any]) -> str:
             power += f" (paired by seed {fmt(paired, 2)})"
         if s["ratio"] < 1:
             power += (": below 1, so the strategies' final losses differ by less than seed noise"
-                      + ("; within a seed their order holds" if paired is not None and paired >= 1 else ""))  # fmt: skip
+                      + ("; within a seed their order holds" if _paired_holds(s) else ""))  # fmt: skip
     return f"Spearman rho(l(k), l(T)): rho(0) = {ci(rho.get('0'))}, {first}{power}."
