@@ -18,7 +18,7 @@ LAG_INPUTS = {
 }
 
 
-# Train one lag run: a base (sp-base-d4-s0), a grown strategy (sp-copy_top-d6-s0), a probe or a stage.
+# Train one lag run: a base (sp-base-d3-s0), a grown strategy (sp-stack-d6-s0), a probe or a stage.
 rule train_lag:
     input:
         config=ancient(RESOLVED_CONFIG),
