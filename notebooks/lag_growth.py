@@ -26,6 +26,7 @@ import numpy as np
 import pandas as pd
 import seaborn as sns
 
+from traindyn.grow.analysis import paired_order_holds
 from traindyn.plotting import save_figure, setup_style
 
 src, out = Path(analysis_dir), setup_style(figures_dir)
@@ -86,10 +87,9 @@ def power_line(s):
     rb = f" [{s['ratio_boot_lo']:.2f}, {s['ratio_boot_hi']:.2f}]" if s.get("ratio_boot_lo") is not None else ""
     pb = (f" [{s['ratio_paired_boot_lo']:.2f}, {s['ratio_paired_boot_hi']:.2f}]"
           if s.get("ratio_paired_boot_lo") is not None else "")
-    paired = s.get("ratio_paired_boot_lo") if s.get("ratio_paired_boot_lo") is not None else s.get("ratio_paired")
     if s["ratio"] >= 1:
         verdict = "final ranking above seed noise"
-    elif paired is not None and paired >= 1:
+    elif paired_order_holds(s):
         verdict = "spread BELOW the seed sd; within a seed the order holds"
     else:
         verdict = "final ranking mostly SEED NOISE"

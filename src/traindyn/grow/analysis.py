@@ -13,7 +13,7 @@ import pandas as pd
 from ..scaling.analysis import ci95
 
 __all__ = ["aggregate_lag", "base_plateau", "bootstrap_ci", "kendall", "lag_correlations", "lr_sweep_optimum",
-           "rho_at_growth_vs_lag", "spearman", "spread_ratio_band", "strategy_spread"]  # fmt: skip
+           "paired_order_holds", "rho_at_growth_vs_lag", "spearman", "spread_ratio_band", "strategy_spread"]  # fmt: skip
 
 
 def _ranks(x: np.ndarray) -> np.ndarray:
@@ -102,6 +102,17 @@ def strategy_spread(final: pd.DataFrame) -> dict[str, Any]:
             "paired_sd": paired, "ratio_paired": spread / paired if paired else math.nan,
             "best": str(means.index[0]), "best_gap": gap,
             "best_gap_over_seed_sd": gap / seed_sd if seed_sd else math.nan}  # fmt: skip
+
+
+def paired_order_holds(spread: dict[str, Any]) -> bool:
+    """Whether the strategies' order within a seed is above noise.
+
+    True when the paired ratio of ``strategy_spread`` is at least 1 (the low end of its
+    ``spread_ratio_band`` when there is one).
+    """
+    low = spread.get("ratio_paired_boot_lo")
+    value = low if low is not None else spread.get("ratio_paired")
+    return value is not None and value >= 1
 
 
 def spread_ratio_band(final: pd.DataFrame, n: int, seed: int) -> dict[str, float | None]:

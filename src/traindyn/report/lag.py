@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from ..grow.analysis import paired_order_holds
 from .common import ci, fmt, page_head, table
 
 __all__ = ["headline", "markdown"]
@@ -68,7 +69,7 @@ def findings(summary: dict[str, Any]) -> list[str]:
             continue
         if s["ratio"] >= 1:
             power = "the strategies' final losses differ by more than seed noise"
-        elif _paired_holds(s):
+        elif paired_order_holds(s):
             power = ("the strategies' mean final losses differ by less than the seed-to-seed spread, which is "
                      "mostly the bases' own (a seed worse for one strategy is worse for all), but paired by seed "
                      "they differ by more than the noise within a seed: each seed's ranking, the one the "
@@ -173,13 +174,6 @@ def markdown(summary: dict[str, Any]) -> str:
     return "\n".join(lines).rstrip() + "\n"
 
 
-def _paired_holds(s: dict[str, Any]) -> bool:
-    """Whether the paired spread ratio is at least 1 (its bootstrap band's low end, when there is one)."""
-    low = s.get("ratio_paired_boot_lo")
-    value = low if low is not None else s.get("ratio_paired")
-    return value is not None and value >= 1
-
-
 def headline(summary: dict[str, Any]) -> str:
     """One table cell: the measured answer with its intervals."""
     rho = summary.get("spearman_by_lag", {})
@@ -195,5 +189,5 @@ def headline(summary: dict[str, Any]) -> str:
             power += f" (paired by seed {fmt(paired, 2)})"
         if s["ratio"] < 1:
             power += (": below 1, so the strategies' final losses differ by less than seed noise"
-                      + ("; within a seed their order holds" if _paired_holds(s) else ""))  # fmt: skip
+                      + ("; within a seed their order holds" if paired_order_holds(s) else ""))  # fmt: skip
     return f"Spearman rho(l(k), l(T)): rho(0) = {ci(rho.get('0'))}, {first}{power}."
