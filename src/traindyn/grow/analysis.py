@@ -370,10 +370,11 @@ def aggregate_lag(run_dirs: list[Path], out_dir: Path, cfg: dict[str, Any]) -> d
                                       for p, c in final.groupby("param")}  # fmt: skip
     # bootstrap draws of seeds: fewer than the rho bands' (each recomputes the whole spread)
     n_band = min(an["bootstrap"], 500)
-    summary["strategy_spread_over_seed_sd"] = {
-        p: {**strategy_spread(c[c["strategy"] != "scratch"]),
-            **spread_ratio_band(c[c["strategy"] != "scratch"], n_band, an["bootstrap_seed"])}
-        for p, c in final.groupby("param")}  # fmt: skip
+    summary["strategy_spread_over_seed_sd"] = {}
+    for p, c in final.groupby("param"):
+        ranked = c[c["strategy"] != "scratch"]
+        summary["strategy_spread_over_seed_sd"][p] = {**strategy_spread(ranked),
+                                                      **spread_ratio_band(ranked, n_band, an["bootstrap_seed"])}  # fmt: skip
     summary["loss_at_growth"] = {s: ci95(list(c["val_loss"])) for s, c in
                                  pool[(pool["param"] == "sp") & (pool["lag"] == 0)].groupby("strategy")}  # fmt: skip
     # moments ablation: paired against the same strategy with a fresh optimizer
